@@ -1,0 +1,7 @@
+//! Decoder-only language models on Burn (Llama / Qwen family), their loading,
+//! tokenizer, chat templates and generation.
+//!
+//! This crate never names SDPO: it is a model library the trainer builds on.
+//! The model code lands with issue 3; see `DESIGN.md` for the entry points
+//! (`load`, `Loaded`, `CausalLm::forward_logits`).
+#![warn(missing_docs)]
