@@ -1,0 +1,99 @@
+//! Helpers shared by the integration tests: reading golden safetensors files.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+/// Path of a file under `tests/golden/`.
+pub fn golden_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("golden")
+        .join(name)
+}
+
+/// A loaded safetensors file.
+pub struct Golden {
+    bytes: Vec<u8>,
+}
+
+impl Golden {
+    /// Reads `tests/golden/<name>`.
+    pub fn open(name: &str) -> Self {
+        let path = golden_path(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        Self { bytes }
+    }
+
+    fn view(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.bytes).expect("valid safetensors")
+    }
+
+    /// Whether a tensor exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.view().tensor(name).is_ok()
+    }
+
+    /// A tensor's shape and values as f64 (from f32 or f64 storage).
+    pub fn f64(&self, name: &str) -> (Vec<usize>, Vec<f64>) {
+        let st = self.view();
+        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let vals = match t.dtype() {
+            Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)
+                .collect(),
+            Dtype::F64 => t
+                .data()
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+            other => panic!("{name}: unexpected dtype {other:?}"),
+        };
+        (t.shape().to_vec(), vals)
+    }
+
+    /// A float tensor on `B` (f32 storage).
+    pub fn float<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        dev: &burn::tensor::Device<B>,
+    ) -> Tensor<B, D> {
+        let (shape, vals) = self.f64(name);
+        let vals: Vec<f32> = vals.into_iter().map(|v| v as f32).collect();
+        Tensor::from_data(TensorData::new(vals, shape), dev)
+    }
+
+    /// An int tensor on `B` (i64 storage).
+    pub fn int<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        dev: &burn::tensor::Device<B>,
+    ) -> Tensor<B, D, Int> {
+        let st = self.view();
+        let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(t.dtype(), Dtype::I64, "{name}");
+        let vals: Vec<i64> = t
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        Tensor::from_data(TensorData::new(vals, t.shape().to_vec()), dev)
+    }
+}
+
+/// Largest `|a − b|` and the largest `|b|`.
+pub fn max_abs_diff(a: &[f64], b: &[f64]) -> (f64, f64) {
+    assert_eq!(a.len(), b.len());
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
+    (diff, scale)
+}
