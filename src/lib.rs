@@ -9,3 +9,8 @@
 pub use sdpo_core as core;
 pub use sdpo_models as models;
 pub use sdpo_train as train;
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
