@@ -5,3 +5,9 @@
 //! The model code lands with issue 3; see `DESIGN.md` for the entry points
 //! (`load`, `Loaded`, `CausalLm::forward_logits`).
 #![warn(missing_docs)]
+
+pub mod arch;
+pub mod hf;
+
+pub use arch::{CausalLm, KvCache, ModelConfig};
+pub use hf::{load_hf_dir, LoadError};

@@ -1,0 +1,16 @@
+//! The decoder-only architecture shared by Llama, Mistral, Qwen2 and Qwen3: configuration,
+//! RMSNorm, RoPE, grouped-query attention, SwiGLU MLP, decoder layer and [`CausalLm`].
+//! Families differ by [`ModelConfig`] flags, not by copies.
+
+pub mod attention;
+pub mod cache;
+pub mod config;
+pub mod layer;
+pub mod mlp;
+pub mod model;
+pub mod norm;
+pub mod rope;
+
+pub use cache::KvCache;
+pub use config::{ConfigError, HfConfig, ModelConfig, RopeScaling};
+pub use model::{attention_mask, positions_from_mask, CausalLm, DecoderModel};

@@ -1,0 +1,238 @@
+//! The decoder-only causal language model shared by all supported families.
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::tensor::{backend::Backend, Bool, Device, Int, Tensor};
+
+use super::cache::KvCache;
+use super::config::ModelConfig;
+use super::layer::DecoderLayer;
+use super::norm::RmsNorm;
+use super::rope::{inv_freq, RotaryEmbedding};
+
+/// The transformer body (`model.*` in HF checkpoints).
+#[derive(Module, Debug)]
+pub struct DecoderModel<B: Backend> {
+    /// Token embeddings, `[vocab, hidden]`; also the output head when embeddings are tied.
+    pub embed_tokens: Embedding<B>,
+    /// Decoder layers (`model.layers.N`).
+    pub layers: Vec<DecoderLayer<B>>,
+    /// Final norm.
+    pub norm: RmsNorm<B>,
+}
+
+/// A Llama / Mistral / Qwen2 / Qwen3 causal language model.
+///
+/// Stateless: every call gets the token ids, the key mask and the positions, and optionally an
+/// explicit [`KvCache`] owned by the caller, so one value can serve as student, teacher and
+/// sampler. With tied embeddings there is no `lm_head` parameter: the embedding matrix is
+/// used for both ends.
+#[derive(Module, Debug)]
+pub struct CausalLm<B: Backend> {
+    /// The transformer body.
+    pub model: DecoderModel<B>,
+    /// Output projection `hidden → vocab`; `None` when embeddings are tied.
+    pub lm_head: Option<Linear<B>>,
+    /// RoPE inverse frequencies (a constant, not a parameter).
+    pub rotary: RotaryEmbedding<B>,
+    /// The resolved configuration the model was built from.
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Builds a model with lazily initialized random weights (loading overwrites them).
+    pub fn new(config: &ModelConfig, device: &Device<B>) -> Self {
+        let model = DecoderModel {
+            embed_tokens: EmbeddingConfig::new(config.vocab_size, config.hidden_size).init(device),
+            layers: (0..config.num_layers)
+                .map(|_| DecoderLayer::new(config, device))
+                .collect(),
+            norm: RmsNorm::new(config.hidden_size, config.rms_norm_eps, device),
+        };
+        let lm_head = (!config.tie_word_embeddings).then(|| {
+            LinearConfig::new(config.hidden_size, config.vocab_size)
+                .with_bias(false)
+                .init(device)
+        });
+        Self {
+            model,
+            lm_head,
+            rotary: RotaryEmbedding::new(&inv_freq(config), device),
+            config: config.clone(),
+        }
+    }
+
+    /// Logits for every position of a (possibly left-padded) batch.
+    ///
+    /// Positions are `cumsum(mask) − 1` clamped at 0, as Hugging Face computes them for left
+    /// padding. Logits at padding positions are finite but meaningless.
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, seq]`
+    /// - `mask`: `[batch, seq]`, `true` = real token
+    /// - returns `[batch, seq, vocab]`
+    pub fn forward_logits(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+        let positions = positions_from_mask(mask.clone());
+        let hidden = self.forward_hidden(ids, mask, positions, None);
+        self.logits_from_hidden(hidden)
+    }
+
+    /// Final hidden states (after the last norm) of the new tokens.
+    ///
+    /// With a cache, `ids` are the new tokens only, `key_mask` covers the cached tokens
+    /// followed by the new ones, and the cache is extended in place. The new tokens sit at the
+    /// end of the key sequence (causality is aligned bottom-right).
+    ///
+    /// # Shapes
+    /// - `ids`: `[batch, seq]` new tokens
+    /// - `key_mask`: `[batch, cached + seq]`, `true` = real token
+    /// - `positions`: `[batch, seq]` RoPE positions of the new tokens
+    /// - returns `[batch, seq, hidden]`
+    pub fn forward_hidden(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        key_mask: Tensor<B, 2, Bool>,
+        positions: Tensor<B, 2, Int>,
+        mut cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        let seq = ids.dims()[1];
+        let mut x = self.model.embed_tokens.forward(ids);
+        let (cos, sin) = self.rotary.cos_sin(positions, x.dtype());
+        let mask = attention_mask(key_mask, seq, self.config.sliding_window);
+        for (i, layer) in self.model.layers.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(x, &cos, &sin, &mask, layer_cache);
+        }
+        self.model.norm.forward(x)
+    }
+
+    /// Applies the output head (or the tied embedding matrix) to selected hidden states, e.g.
+    /// only the response positions.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, n, hidden]` → `[batch, n, vocab]`
+    pub fn logits_from_hidden(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, n, h] = hidden.dims();
+                let weight = self.model.embed_tokens.weight.val(); // [vocab, hidden]
+                let vocab = weight.dims()[0];
+                hidden
+                    .reshape([b * n, h])
+                    .matmul(weight.transpose())
+                    .reshape([b, n, vocab])
+            }
+        }
+    }
+
+    /// An empty cache sized for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.config.num_layers)
+    }
+}
+
+/// RoPE positions for a left-padded batch: `cumsum(mask) − 1`, clamped at 0.
+///
+/// # Shapes
+/// - `mask`: `[batch, seq]`, `true` = real token → `[batch, seq]`
+pub fn positions_from_mask<B: Backend>(mask: Tensor<B, 2, Bool>) -> Tensor<B, 2, Int> {
+    mask.int().cumsum(1).sub_scalar(1).clamp_min(0)
+}
+
+/// The boolean attention mask (`true` = masked out) for `q_len` new queries placed at the end of
+/// `key_mask`'s sequence: a key is masked when it is padding, in the future, or (with a sliding
+/// window `w`) `w` or more positions back. A query always sees itself, so no row is fully
+/// masked and padding rows stay finite.
+///
+/// # Shapes
+/// - `key_mask`: `[batch, k_len]`, `true` = real token
+/// - returns `[batch, 1, q_len, k_len]`
+pub fn attention_mask<B: Backend>(
+    key_mask: Tensor<B, 2, Bool>,
+    q_len: usize,
+    sliding_window: Option<usize>,
+) -> Tensor<B, 4, Bool> {
+    let [batch, k_len] = key_mask.dims();
+    let device = key_mask.device();
+    let past = k_len as i64 - q_len as i64;
+    let rows = Tensor::<B, 1, Int>::arange(past..k_len as i64, &device)
+        .reshape([q_len, 1])
+        .expand([q_len, k_len]);
+    let cols = Tensor::<B, 1, Int>::arange(0..k_len as i64, &device)
+        .reshape([1, k_len])
+        .expand([q_len, k_len]);
+    let mut blocked = cols.clone().greater(rows.clone());
+    if let Some(w) = sliding_window {
+        // HF: key j is visible from query i when i − j < w.
+        let too_old = rows.clone().sub(cols.clone()).greater_equal_elem(w as i64);
+        blocked = blocked.bool_or(too_old);
+    }
+    let is_self = rows.equal(cols);
+    let padding = key_mask
+        .bool_not()
+        .reshape([batch, 1, 1, k_len])
+        .expand([batch, 1, q_len, k_len]);
+    let blocked = blocked
+        .reshape([1, 1, q_len, k_len])
+        .expand([batch, 1, q_len, k_len]);
+    let self_mask = is_self
+        .reshape([1, 1, q_len, k_len])
+        .expand([batch, 1, q_len, k_len]);
+    blocked.bool_or(padding).bool_and(self_mask.bool_not())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::TensorData;
+
+    type B = NdArray<f32>;
+
+    #[test]
+    fn positions_follow_left_padding() {
+        let device = Default::default();
+        let mask = Tensor::<B, 2, Bool>::from_data(
+            TensorData::from([[false, false, true, true], [true, true, true, true]]),
+            &device,
+        );
+        let pos = positions_from_mask(mask)
+            .into_data()
+            .to_vec::<i64>()
+            .unwrap();
+        assert_eq!(pos, vec![0, 0, 0, 1, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn mask_blocks_padding_future_and_old_keys() {
+        let device = Default::default();
+        let key_mask =
+            Tensor::<B, 2, Bool>::from_data(TensorData::from([[false, true, true, true]]), &device);
+        let m = attention_mask(key_mask, 4, Some(2))
+            .into_data()
+            .to_vec::<bool>()
+            .unwrap();
+        #[rustfmt::skip]
+        let want = [
+            false, true,  true,  true,  // padding query: sees only itself
+            true,  false, true,  true,
+            true,  false, false, true,
+            true,  true,  false, false, // window 2: key 1 is too old for query 3
+        ];
+        assert_eq!(m, want);
+    }
+
+    #[test]
+    fn mask_with_cache_aligns_new_queries_at_the_end() {
+        let device = Default::default();
+        let key_mask =
+            Tensor::<B, 2, Bool>::from_data(TensorData::from([[true, true, true]]), &device);
+        let m = attention_mask(key_mask, 1, None)
+            .into_data()
+            .to_vec::<bool>()
+            .unwrap();
+        assert_eq!(m, vec![false, false, false]);
+    }
+}

@@ -1,0 +1,313 @@
+//! Loading a Hugging Face model folder (`config.json` + safetensors) into a [`CausalLm`].
+//!
+//! The pipeline: parse and resolve `config.json` → build the model on the device (weights
+//! lazily initialized) → run each safetensors file through burn-store with
+//! [`PyTorchToBurnAdapter`] (transposes `Linear` weights, `[out, in]` → `[in, out]`) chained
+//! with [`CastFloat`] (f16 / bf16 / f32 → the backend's float dtype) → merge the per-file
+//! results → fail on anything missing, unused or misshapen, naming the file and the tensor.
+//!
+//! No keys are renamed: module fields carry the checkpoint names. The only checkpoint keys
+//! allowed to go unused are:
+//!
+//! | key                                  | why                                        |
+//! |--------------------------------------|--------------------------------------------|
+//! | `lm_head.weight` (tied embeddings)   | some exports store a copy of the embedding |
+//! | `*.rotary_emb.inv_freq`              | old exports store the RoPE buffer          |
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use burn::tensor::{backend::Backend, DType, Device, Tensor};
+use burn_store::{
+    ApplyError, ApplyResult, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
+    SafetensorsStoreError, TensorSnapshot,
+};
+use serde::Deserialize;
+
+use crate::arch::{CausalLm, ConfigError, HfConfig, ModelConfig};
+
+/// Name of the single-file checkpoint in a HF folder.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// Name of the shard index of a sharded HF checkpoint.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// Why a Hugging Face folder could not be loaded. Every variant names the file concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// `config.json` or the shard index is not valid JSON of the expected form.
+    #[error("{}: invalid JSON: {source}", file.display())]
+    Json {
+        /// The file.
+        file: PathBuf,
+        /// The parser error (with line and column).
+        source: serde_json::Error,
+    },
+    /// `config.json` describes a model this crate does not support.
+    #[error("{}: {source}", file.display())]
+    Config {
+        /// The `config.json` path.
+        file: PathBuf,
+        /// What is unsupported.
+        source: ConfigError,
+    },
+    /// The folder holds neither `model.safetensors` nor `model.safetensors.index.json`.
+    #[error("{}: no weights found (expected {SINGLE_FILE} or {INDEX_FILE})", dir.display())]
+    NoWeights {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// A safetensors file could not be opened or parsed.
+    #[error("{}: {source}", file.display())]
+    Safetensors {
+        /// The safetensors file.
+        file: PathBuf,
+        /// The reader error.
+        source: SafetensorsStoreError,
+    },
+    /// A tensor's shape differs from what the configuration implies (checkpoint layout,
+    /// i.e. `[out, in]` for linear weights).
+    #[error("{}: tensor `{tensor}` has shape {found:?}, expected {expected:?}", file.display())]
+    ShapeMismatch {
+        /// The safetensors file.
+        file: PathBuf,
+        /// Checkpoint key.
+        tensor: String,
+        /// Shape the model needs.
+        expected: Vec<usize>,
+        /// Shape found in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor could not be decoded or converted.
+    #[error("{}: tensor `{tensor}`: {message}", file.display())]
+    Tensor {
+        /// The safetensors file.
+        file: PathBuf,
+        /// Checkpoint key.
+        tensor: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Tensors the model needs are in no file.
+    #[error("{}: missing tensors: {}", file.display(), tensors.join(", "))]
+    MissingTensors {
+        /// The single file or the shard index.
+        file: PathBuf,
+        /// Checkpoint keys, sorted.
+        tensors: Vec<String>,
+    },
+    /// A file holds tensors that belong to no parameter (wrong architecture or config).
+    #[error("{}: unused tensors (no such parameter in a {model_type} model): {}", file.display(), tensors.join(", "))]
+    UnusedTensors {
+        /// The safetensors file.
+        file: PathBuf,
+        /// The resolved `model_type`.
+        model_type: String,
+        /// Checkpoint keys, sorted.
+        tensors: Vec<String>,
+    },
+}
+
+/// Casts every floating-point tensor to a target dtype while loading (f16 / bf16 / f32 / f64).
+#[derive(Debug, Clone, Copy)]
+pub struct CastFloat(pub DType);
+
+impl ModuleAdapter for CastFloat {
+    fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
+        let target = self.0;
+        if !snapshot.dtype.is_float() || snapshot.dtype == target {
+            return snapshot.clone();
+        }
+        let data_fn = snapshot.clone_data_fn();
+        TensorSnapshot::from_closure(
+            Rc::new(move || Ok(data_fn()?.convert_dtype(target))),
+            target,
+            snapshot.shape.clone(),
+            snapshot.path_stack.clone().unwrap_or_default(),
+            snapshot.container_stack.clone().unwrap_or_default(),
+            snapshot.tensor_id.unwrap_or_default(),
+        )
+    }
+
+    fn clone_box(&self) -> Box<dyn ModuleAdapter> {
+        Box::new(*self)
+    }
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads and resolves `<dir>/config.json`.
+///
+/// # Errors
+/// [`LoadError::Io`], [`LoadError::Json`] or [`LoadError::Config`], naming the file.
+pub fn load_hf_config(dir: &Path) -> Result<ModelConfig, LoadError> {
+    let file = dir.join("config.json");
+    let text = read_to_string(&file)?;
+    let hf: HfConfig = serde_json::from_str(&text).map_err(|source| LoadError::Json {
+        file: file.clone(),
+        source,
+    })?;
+    ModelConfig::from_hf(&hf).map_err(|source| LoadError::Config { file, source })
+}
+
+/// The safetensors files of a HF folder, in shard order, and the file to blame for missing
+/// tensors (the single file or the index).
+///
+/// # Errors
+/// [`LoadError::NoWeights`] when neither file exists; I/O and JSON errors of the index.
+pub fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, PathBuf), LoadError> {
+    let single = dir.join(SINGLE_FILE);
+    if single.is_file() {
+        return Ok((vec![single.clone()], single));
+    }
+    let index = dir.join(INDEX_FILE);
+    if !index.is_file() {
+        return Err(LoadError::NoWeights {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let text = read_to_string(&index)?;
+    let parsed: ShardIndex = serde_json::from_str(&text).map_err(|source| LoadError::Json {
+        file: index.clone(),
+        source,
+    })?;
+    let shards: BTreeSet<&String> = parsed.weight_map.values().collect();
+    Ok((shards.into_iter().map(|s| dir.join(s)).collect(), index))
+}
+
+/// Loads a Hugging Face model folder: `config.json` plus `model.safetensors` or a sharded
+/// `model.safetensors.index.json` with its shards. Weights stored as f32, f16 or bf16 are cast
+/// to the backend's float dtype.
+///
+/// # Errors
+/// [`LoadError`] naming the file and, for weights, the tensor with expected and found shapes;
+/// missing and unused tensors are errors (except a stored `lm_head.weight` when embeddings are
+/// tied).
+pub fn load_hf_dir<B: Backend>(
+    path: impl AsRef<Path>,
+    device: &Device<B>,
+) -> Result<CausalLm<B>, LoadError> {
+    let dir = path.as_ref();
+    let config = load_hf_config(dir)?;
+    let (files, blame) = weight_files(dir)?;
+    let mut model = CausalLm::<B>::new(&config, device);
+    let float_dtype = Tensor::<B, 1>::zeros([1], device).dtype();
+
+    let mut applied = BTreeSet::new();
+    let mut missing = BTreeSet::new();
+    for file in &files {
+        if !file.is_file() {
+            return Err(LoadError::Io {
+                path: file.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "shard listed in the index is absent",
+                ),
+            });
+        }
+        let mut store = SafetensorsStore::from_file(file.clone())
+            .with_from_adapter(PyTorchToBurnAdapter.chain(CastFloat(float_dtype)))
+            .allow_partial(true)
+            .validate(false);
+        let result = model
+            .load_from(&mut store)
+            .map_err(|source| LoadError::Safetensors {
+                file: file.clone(),
+                source,
+            })?;
+        check_file_result(&model, file, &result)?;
+        applied.extend(result.applied);
+        missing.extend(result.missing.into_iter().map(|(path, _)| path));
+    }
+    let missing: Vec<String> = missing.difference(&applied).cloned().collect();
+    if !missing.is_empty() {
+        return Err(LoadError::MissingTensors {
+            file: blame,
+            tensors: missing,
+        });
+    }
+    Ok(model)
+}
+
+/// Turns one file's apply errors and unused keys into a [`LoadError`].
+fn check_file_result<B: Backend>(
+    model: &CausalLm<B>,
+    file: &Path,
+    result: &ApplyResult,
+) -> Result<(), LoadError> {
+    if let Some(error) = result.errors.first() {
+        return Err(match error {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => {
+                let (mut expected, mut found) = (expected.to_vec(), found.to_vec());
+                // Linear weights were transposed to Burn's [in, out]; report the file's layout.
+                if is_linear_weight(model, path) {
+                    expected.reverse();
+                    found.reverse();
+                }
+                LoadError::ShapeMismatch {
+                    file: file.to_path_buf(),
+                    tensor: path.clone(),
+                    expected,
+                    found,
+                }
+            }
+            ApplyError::DTypeMismatch { path, .. }
+            | ApplyError::AdapterError { path, .. }
+            | ApplyError::LoadError { path, .. } => LoadError::Tensor {
+                file: file.to_path_buf(),
+                tensor: path.clone(),
+                message: error.to_string(),
+            },
+        });
+    }
+    let tied = model.lm_head.is_none();
+    let unused: Vec<String> = result
+        .unused
+        .iter()
+        .filter(|key| !(tied && key.as_str() == "lm_head.weight"))
+        .filter(|key| !key.ends_with("rotary_emb.inv_freq"))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !unused.is_empty() {
+        return Err(LoadError::UnusedTensors {
+            file: file.to_path_buf(),
+            model_type: model.config.model_type.clone(),
+            tensors: unused,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `path` is the weight of a `Linear` module (only called on the error path: it
+/// snapshots the model).
+fn is_linear_weight<B: Backend>(model: &CausalLm<B>, path: &str) -> bool {
+    model
+        .collect(None, None, false)
+        .iter()
+        .any(|s| s.full_path() == path && s.module_type().as_deref() == Some("Struct:Linear"))
+        && path.ends_with("weight")
+}
+
+fn read_to_string(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
