@@ -11,3 +11,5 @@ pub mod hf;
 
 pub use arch::{CausalLm, KvCache, ModelConfig};
 pub use hf::{load_hf_dir, LoadError};
+
+pub mod gguf;
