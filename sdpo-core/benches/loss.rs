@@ -67,14 +67,12 @@ fn inputs(batch: usize, len: usize, vocab: usize) -> Inputs {
 }
 
 fn batch<Bk: Backend>(
-    x: &Inputs,
     student: Tensor<Bk, 3>,
     teacher: Tensor<Bk, 3>,
     ids: Tensor<Bk, 2, Int>,
     mask: Tensor<Bk, 2>,
     old: Tensor<Bk, 2>,
 ) -> DistillationBatch<Bk> {
-    let _ = x;
     DistillationBatch {
         student_logits: student,
         teacher_logits: teacher,
@@ -88,7 +86,6 @@ fn batch<Bk: Backend>(
 
 fn forward(x: &Inputs, cfg: &SdpoConfig) -> f32 {
     let b = batch(
-        x,
         x.student.clone(),
         x.teacher.clone(),
         x.ids.clone(),
@@ -101,7 +98,6 @@ fn forward(x: &Inputs, cfg: &SdpoConfig) -> f32 {
 fn forward_backward(x: &Inputs, cfg: &SdpoConfig) -> f32 {
     let student = Tensor::<Ad, 3>::from_inner(x.student.clone()).require_grad();
     let b = batch(
-        x,
         student.clone(),
         Tensor::from_inner(x.teacher.clone()),
         Tensor::from_inner(x.ids.clone()),

@@ -236,21 +236,27 @@ mod tests {
     #[test]
     fn parameters_are_matched_by_id_not_position() {
         let dev = Default::default();
-        let student = net(&dev);
-        // A teacher whose fields are swapped in order still matches by id: build the
-        // student as (b, a) holding the same parameters.
-        #[derive(Module, Debug)]
-        struct Swapped<B: Backend> {
-            b: Linear<B>,
-            a: Linear<B>,
+        // Burn initializes parameters lazily and a clone of an uninitialized
+        // parameter draws its own values: materialize them before cloning.
+        let l1: Linear<B> = LinearConfig::new(3, 3).init(&dev).map(&mut Shift(0.0));
+        let l2: Linear<B> = LinearConfig::new(3, 3).init(&dev).map(&mut Shift(0.0));
+        // The student holds the same parameters (same ids, moved values) in the
+        // opposite order: pairing by position would mix l1 with l2.
+        let teacher = vec![l1.clone(), l2.clone()];
+        let student = vec![
+            l2.clone().map(&mut Shift(10.0)),
+            l1.clone().map(&mut Shift(-10.0)),
+        ];
+        let updated = ema_update(teacher, &student, 0.5).unwrap();
+        let w = |l: &Linear<B>| l.weight.val().into_data().to_vec::<f64>().unwrap();
+        for (got, (orig, shift)) in updated.iter().zip([(&l1, -10.0), (&l2, 10.0)]) {
+            for (g, o) in w(got).iter().zip(w(orig)) {
+                assert!((g - (o + 0.5 * shift)).abs() < 1e-12);
+            }
         }
-        let _ = Swapped {
-            b: student.b.clone(),
-            a: student.a.clone(),
-        };
         // A foreign module (fresh ids) is rejected.
         let stranger = net(&dev);
-        let err = ema_update(stranger, &student, 0.1).unwrap_err();
+        let err = ema_update(stranger, &net(&dev), 0.1).unwrap_err();
         assert!(matches!(
             err,
             TeacherUpdateError::MissingStudentParam { .. }
