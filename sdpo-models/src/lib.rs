@@ -9,7 +9,10 @@
 pub mod arch;
 pub mod hf;
 
+pub use sdpo_core::ChatMessage;
+
+pub mod tokenizer;
+pub use tokenizer::{Tokenizer, TokenizerError};
+
 pub use arch::{CausalLm, KvCache, ModelConfig};
 pub use hf::{load_hf_dir, LoadError};
-
-pub mod gguf;
