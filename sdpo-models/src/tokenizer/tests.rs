@@ -79,12 +79,14 @@ struct EncodingCase {
 #[derive(Deserialize)]
 struct PretokVariant {
     pre_tokenizer: serde_json::Value,
+    post_processor: serde_json::Value,
     cases: Vec<VariantCase>,
 }
 
 #[derive(Deserialize)]
 struct VariantCase {
     text: String,
+    add_special_tokens: bool,
     ids: Vec<u32>,
 }
 
@@ -131,7 +133,8 @@ fn tokenizer_encode_decode_match_transformers() {
 }
 
 /// The Qwen2 / Llama-3 split regexes (lookahead, `\p{L}`, case-insensitive
-/// groups) give the same pieces as the Python build's regex engine.
+/// groups) give the same pieces as the Python build's regex engine, and a
+/// BOS-adding post-processor applies only with `add_special_tokens`.
 #[test]
 fn tokenizer_pretokenizer_regexes_match_python() {
     let fx: EncodingFixture = read_fixture("encodings.json");
@@ -142,6 +145,9 @@ fn tokenizer_pretokenizer_regexes_match_python() {
     for (name, variant) in &fx.pretokenizer_variants {
         let mut json = base.clone();
         json["pre_tokenizer"] = variant.pre_tokenizer.clone();
+        if !variant.post_processor.is_null() {
+            json["post_processor"] = variant.post_processor.clone();
+        }
         let inner: tokenizers::Tokenizer = json
             .to_string()
             .parse()
@@ -150,17 +156,23 @@ fn tokenizer_pretokenizer_regexes_match_python() {
             .unwrap_or_else(|e| panic!("{e}"));
         for case in &variant.cases {
             let ids = tok
-                .encode(&case.text, false)
+                .encode(&case.text, case.add_special_tokens)
                 .unwrap_or_else(|e| panic!("{e}"));
             if ids != case.ids {
                 failures.push(format!(
-                    "{name}: encode({:?}): got {ids:?}, python {:?}",
-                    case.text, case.ids
+                    "{name}: encode({:?}, {}): got {ids:?}, python {:?}",
+                    case.text, case.add_special_tokens, case.ids
                 ));
             }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The BOS-adding variant really adds one.
+    let llama = &fx.pretokenizer_variants["llama3"];
+    assert!(llama
+        .cases
+        .iter()
+        .any(|c| c.add_special_tokens && c.ids.first() == Some(&1) && !c.text.starts_with('<')));
 }
 
 #[test]
