@@ -2,8 +2,8 @@
 //! tokenizer, chat templates and generation.
 //!
 //! This crate never names SDPO: it is a model library the trainer builds on.
-//! The model code lands with issue 3; see `DESIGN.md` for the entry points
-//! (`load`, `Loaded`, `CausalLm::forward_logits`).
+//! See `DESIGN.md` for the entry points (`load`, `Loaded`,
+//! `CausalLm::forward_logits`, `Tokenizer`).
 #![warn(missing_docs)]
 
 pub mod arch;
@@ -14,5 +14,6 @@ pub use sdpo_core::ChatMessage;
 pub mod tokenizer;
 pub use tokenizer::{Tokenizer, TokenizerError};
 
+pub mod gguf;
 pub use arch::{CausalLm, KvCache, ModelConfig};
 pub use hf::{load_hf_dir, LoadError};
