@@ -137,7 +137,10 @@ fn distillation_loss_matches_the_reference() {
         };
         for (i, ((o, w), tf)) in grad.iter().zip(&want_grad).zip(&torch_grad).enumerate() {
             let diff = (o - w).abs();
-            let ok = diff <= 1e-5 * grad_scale + 1e-7
+            // As for the loss, an absolute floor covers gradients that are a
+            // cancellation (identical student and teacher: p_s − p_t): float32
+            // terms of size ≤ 1 carry ~1e-7 error each.
+            let ok = diff <= 1e-5 * grad_scale + 1e-6
                 || diff <= 2.0 * (tf - w).abs()
                 || (tail_noise > 1e-5 && diff <= tail_noise * grad_scale);
             if !ok {

@@ -17,20 +17,18 @@
 //! - `topk_indices/chunked` vs `topk_indices/burn_full_sort`: our top-k
 //!   selection against `Tensor::topk_with_indices` on 1/8 of the rows.
 //!
-//! Run it only on an otherwise idle machine; the figures are wall-clock.
+//! `SDPO_BENCH_BACKEND=flex` runs it on Burn's Flex CPU backend instead of
+//! NdArray. Run it only on an otherwise idle machine; the figures are wall-clock.
 
 use std::hint::black_box;
 use std::time::Duration;
 
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sdpo_core::loss::{self_distillation_loss, topk_indices, DistillationBatch};
 use sdpo_core::SdpoConfig;
-
-type B = NdArray<f32>;
-type Ad = Autodiff<B>;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -39,7 +37,7 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-struct Inputs {
+struct Inputs<B: Backend> {
     student: Tensor<B, 3>,
     teacher: Tensor<B, 3>,
     ids: Tensor<B, 2, Int>,
@@ -47,7 +45,7 @@ struct Inputs {
     old: Tensor<B, 2>,
 }
 
-fn inputs(batch: usize, len: usize, vocab: usize) -> Inputs {
+fn inputs<B: Backend>(batch: usize, len: usize, vocab: usize) -> Inputs<B> {
     let dev = Default::default();
     B::seed(&dev, 0);
     let student = Tensor::<B, 3>::random([batch, len, vocab], Distribution::Normal(0.0, 3.0), &dev);
@@ -84,7 +82,7 @@ fn batch<Bk: Backend>(
     }
 }
 
-fn forward(x: &Inputs, cfg: &SdpoConfig) -> f32 {
+fn forward<B: Backend>(x: &Inputs<B>, cfg: &SdpoConfig) -> B::FloatElem {
     let b = batch(
         x.student.clone(),
         x.teacher.clone(),
@@ -95,8 +93,8 @@ fn forward(x: &Inputs, cfg: &SdpoConfig) -> f32 {
     self_distillation_loss(b, cfg).loss.into_scalar()
 }
 
-fn forward_backward(x: &Inputs, cfg: &SdpoConfig) -> f32 {
-    let student = Tensor::<Ad, 3>::from_inner(x.student.clone()).require_grad();
+fn forward_backward<B: Backend>(x: &Inputs<B>, cfg: &SdpoConfig) -> B::FloatElem {
+    let student = Tensor::<Autodiff<B>, 3>::from_inner(x.student.clone()).require_grad();
     let b = batch(
         student.clone(),
         Tensor::from_inner(x.teacher.clone()),
@@ -110,24 +108,45 @@ fn forward_backward(x: &Inputs, cfg: &SdpoConfig) -> f32 {
     g.slice([0..1, 0..1, 0..1]).into_scalar()
 }
 
+/// Sums a buffer with 16 independent accumulators, so the loop is limited by
+/// memory, not by the latency of one chain of additions.
+fn sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + rest
+}
+
 /// Sums two buffers with two threads: the cost of reading them once.
 fn read_both(a: &[f32], b: &[f32]) -> f32 {
     std::thread::scope(|s| {
-        let ha = s.spawn(|| a.iter().fold(0.0f32, |acc, v| acc + v));
-        let hb = s.spawn(|| b.iter().fold(0.0f32, |acc, v| acc + v));
+        let ha = s.spawn(|| sum(a));
+        let hb = s.spawn(|| sum(b));
         ha.join().unwrap_or(0.0) + hb.join().unwrap_or(0.0)
     })
 }
 
 fn bench(c: &mut Criterion) {
+    match std::env::var("SDPO_BENCH_BACKEND").as_deref() {
+        Ok("flex") => bench_on::<Flex<f32>>(c, "flex"),
+        _ => bench_on::<NdArray<f32>>(c, "ndarray"),
+    }
+}
+
+fn bench_on<B: Backend>(c: &mut Criterion, backend: &str) {
     let (batch_size, len, vocab) = (
         env("SDPO_BENCH_BATCH", 8),
         env("SDPO_BENCH_LEN", 512),
         env("SDPO_BENCH_VOCAB", 49152),
     );
-    let x = inputs(batch_size, len, vocab);
+    let x = inputs::<B>(batch_size, len, vocab);
     let bytes = (2 * batch_size * len * vocab * 4) as u64;
-    let mut g = c.benchmark_group(format!("loss_{batch_size}x{len}x{vocab}"));
+    let mut g = c.benchmark_group(format!("loss_{backend}_{batch_size}x{len}x{vocab}"));
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(20));
@@ -178,7 +197,7 @@ fn bench(c: &mut Criterion) {
         .reshape([batch_size * len, vocab])
         .slice([0..rows, 0..vocab])
         .reshape([1, rows, vocab]);
-    let mut g = c.benchmark_group(format!("topk_indices_{rows}x{vocab}"));
+    let mut g = c.benchmark_group(format!("topk_indices_{backend}_{rows}x{vocab}"));
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(10));

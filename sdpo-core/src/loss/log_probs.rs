@@ -13,7 +13,7 @@ use super::topk::topk_indices;
 ///
 /// `max` is detached: the logsumexp does not depend on it mathematically, so
 /// gradients are exact without flowing through it.
-pub(crate) struct LogNormalizer<B: Backend, const D: usize> {
+pub struct LogNormalizer<B: Backend, const D: usize> {
     /// Row maximum, `[.., 1]`, detached.
     pub max: Tensor<B, D>,
     /// `log Σ exp(x − max)`, `[.., 1]`.
@@ -45,6 +45,18 @@ impl<B: Backend, const D: usize> LogNormalizer<B, D> {
     }
 }
 
+impl<B: Backend> LogNormalizer<B, 3> {
+    /// Log-probabilities of the tokens `ids` in the rows of `logits` (the
+    /// tensor this normalizer was computed from).
+    ///
+    /// # Shapes
+    /// `logits: [batch, len, V]`, `ids: [batch, len]` → `[batch, len]`.
+    pub fn token_log_probs(&self, logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
+        self.log_probs(logits.gather(2, ids.unsqueeze_dim(2)))
+            .squeeze_dim(2)
+    }
+}
+
 /// `logsumexp` along the last dimension.
 ///
 /// # Shapes
@@ -67,9 +79,7 @@ pub fn log_softmax<B: Backend, const D: usize>(logits: Tensor<B, D>) -> Tensor<B
 /// # Shapes
 /// `logits: [batch, len, V]`, `ids: [batch, len]` → `[batch, len]`.
 pub fn token_log_probs<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-    let norm = LogNormalizer::new(&logits);
-    let picked = logits.gather(2, ids.unsqueeze_dim(2));
-    norm.log_probs(picked).squeeze_dim(2)
+    LogNormalizer::new(&logits).token_log_probs(logits, ids)
 }
 
 /// The student's side of top-k distillation.

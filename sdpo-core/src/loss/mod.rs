@@ -21,6 +21,7 @@ pub mod topk;
 use burn::tensor::{backend::Backend, Int, Tensor};
 
 use crate::config::{DistillationSupport, SdpoConfig};
+use log_probs::LogNormalizer;
 
 pub use aggregate::aggregate;
 pub use divergence::divergence_terms;
@@ -171,7 +172,11 @@ pub fn self_distillation_loss<B: Backend>(
         None => response_mask,
     };
 
-    let student_token_lp = token_log_probs(student_logits.clone(), response_ids.clone());
+    // One normalizer per tensor serves every log-probability read from it:
+    // each is a few full passes over `[batch, len, vocab]`.
+    let student_norm = LogNormalizer::new(&student_logits);
+    let student_token_lp =
+        student_norm.token_log_probs(student_logits.clone(), response_ids.clone());
 
     let mut per_token_loss = match cfg.support() {
         DistillationSupport::SampledToken => {
@@ -180,7 +185,12 @@ pub fn self_distillation_loss<B: Backend>(
             log_ratio * student_token_lp.clone()
         }
         support => {
-            let (student, teacher) = support_log_probs(student_logits, teacher_logits, support);
+            let (student, teacher) = normalized_support_log_probs(
+                student_logits,
+                &student_norm,
+                teacher_logits,
+                support,
+            );
             divergence_terms(student, teacher, cfg.divergence())
                 .sum_dim(2)
                 .squeeze_dim::<2>(2)
@@ -217,25 +227,38 @@ pub fn support_log_probs<B: Backend>(
     teacher_logits: Tensor<B, 3>,
     support: DistillationSupport,
 ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+    let norm = LogNormalizer::new(&student_logits);
+    normalized_support_log_probs(student_logits, &norm, teacher_logits, support)
+}
+
+/// [`support_log_probs`] with the student's normalizer already computed.
+fn normalized_support_log_probs<B: Backend>(
+    student_logits: Tensor<B, 3>,
+    student_norm: &LogNormalizer<B, 3>,
+    teacher_logits: Tensor<B, 3>,
+    support: DistillationSupport,
+) -> (Tensor<B, 3>, Tensor<B, 3>) {
     let teacher_logits = teacher_logits.detach();
     match support {
         DistillationSupport::TopKTail(k) | DistillationSupport::TopKRenormalized(k) => {
-            let student = topk_log_probs(student_logits, k);
-            let teacher = gathered_log_probs(teacher_logits, student.indices);
+            let indices = topk_indices(student_logits.clone().detach(), k);
+            let student = student_norm.log_probs(student_logits.gather(2, indices.clone()));
+            let teacher = gathered_log_probs(teacher_logits, indices);
             if matches!(support, DistillationSupport::TopKTail(_)) {
                 (
-                    tail_bucket::with_tail_bucket(student.log_probs),
+                    tail_bucket::with_tail_bucket(student),
                     tail_bucket::with_tail_bucket(teacher),
                 )
             } else {
                 (
-                    tail_bucket::renormalized(student.log_probs),
+                    tail_bucket::renormalized(student),
                     tail_bucket::renormalized(teacher),
                 )
             }
         }
-        DistillationSupport::FullVocabulary | DistillationSupport::SampledToken => {
-            (log_softmax(student_logits), log_softmax(teacher_logits))
-        }
+        DistillationSupport::FullVocabulary | DistillationSupport::SampledToken => (
+            student_norm.log_probs(student_logits),
+            log_softmax(teacher_logits),
+        ),
     }
 }

@@ -60,7 +60,7 @@ fn sort_topk<B: Backend>(x: Tensor<B, 2>, k: usize) -> Tensor<B, 2, Int> {
 /// would not shrink the sort enough to pay for itself.
 fn chunk_size(v: usize, k: usize) -> Option<usize> {
     let best = (2..=128usize)
-        .filter(|s| v % s == 0)
+        .filter(|s| v.is_multiple_of(*s))
         .min_by_key(|&s| s.abs_diff(TARGET_CHUNK))?;
     // Worth it only if both sorts together are much shorter than one full row.
     (v / best + k * best <= v / 2).then_some(best)
