@@ -369,6 +369,22 @@ impl GgufFile {
         })
     }
 
+    /// `key` converted by `convert`, `None` when absent; a present value that
+    /// does not convert is [`GgufError::WrongType`] naming `expected`.
+    fn get_as<'a, T>(
+        &'a self,
+        key: &str,
+        expected: &'static str,
+        convert: impl FnOnce(&'a MetadataValue) -> Option<T>,
+    ) -> Result<Option<T>, GgufError> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        convert(v)
+            .map(Some)
+            .ok_or_else(|| self.wrong_type(key, expected, v))
+    }
+
     fn wrong_type(&self, key: &str, expected: &'static str, found: &MetadataValue) -> GgufError {
         let found = match found {
             MetadataValue::Array(a) => format!("array of {}", a.len()),
@@ -388,13 +404,9 @@ impl GgufFile {
     /// # Errors
     /// [`GgufError::WrongType`] when present but not a non-negative integer.
     pub fn get_usize(&self, key: &str) -> Result<Option<usize>, GgufError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        v.as_int()
-            .and_then(|i| usize::try_from(i).ok())
-            .map(Some)
-            .ok_or_else(|| self.wrong_type(key, "a non-negative integer", v))
+        self.get_as(key, "a non-negative integer", |v| {
+            v.as_int().and_then(|i| usize::try_from(i).ok())
+        })
     }
 
     /// `key` as a number (float or integer), `None` when absent.
@@ -402,12 +414,7 @@ impl GgufFile {
     /// # Errors
     /// [`GgufError::WrongType`] when present but not a number.
     pub fn get_f64(&self, key: &str) -> Result<Option<f64>, GgufError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        v.as_f64()
-            .map(Some)
-            .ok_or_else(|| self.wrong_type(key, "a number", v))
+        self.get_as(key, "a number", |v| v.as_f64())
     }
 
     /// `key` as a string, `None` when absent.
@@ -415,12 +422,7 @@ impl GgufFile {
     /// # Errors
     /// [`GgufError::WrongType`] when present but not a string.
     pub fn get_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        v.as_str()
-            .map(Some)
-            .ok_or_else(|| self.wrong_type(key, "a string", v))
+        self.get_as(key, "a string", |v| v.as_str())
     }
 
     /// `key` as a boolean, `None` when absent.
@@ -428,12 +430,7 @@ impl GgufFile {
     /// # Errors
     /// [`GgufError::WrongType`] when present but not a boolean.
     pub fn get_bool(&self, key: &str) -> Result<Option<bool>, GgufError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        v.as_bool()
-            .map(Some)
-            .ok_or_else(|| self.wrong_type(key, "a boolean", v))
+        self.get_as(key, "a boolean", |v| v.as_bool())
     }
 
     /// `key` as an array of strings, `None` when absent.
@@ -441,13 +438,10 @@ impl GgufFile {
     /// # Errors
     /// [`GgufError::WrongType`] when present but not an array of strings.
     pub fn get_str_array(&self, key: &str) -> Result<Option<Vec<&str>>, GgufError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        v.as_array()
-            .and_then(|a| a.iter().map(MetadataValue::as_str).collect())
-            .map(Some)
-            .ok_or_else(|| self.wrong_type(key, "an array of strings", v))
+        self.get_as(key, "an array of strings", |v| {
+            v.as_array()
+                .and_then(|a| a.iter().map(MetadataValue::as_str).collect())
+        })
     }
 
     /// `key` as an array of integers, `None` when absent.
@@ -455,17 +449,13 @@ impl GgufFile {
     /// # Errors
     /// [`GgufError::WrongType`] when present but not an array of integers that fit `i64`.
     pub fn get_int_array(&self, key: &str) -> Result<Option<Vec<i64>>, GgufError> {
-        let Some(v) = self.get(key) else {
-            return Ok(None);
-        };
-        v.as_array()
-            .and_then(|a| {
+        self.get_as(key, "an array of integers", |v| {
+            v.as_array().and_then(|a| {
                 a.iter()
                     .map(|x| x.as_int().and_then(|i| i64::try_from(i).ok()))
                     .collect()
             })
-            .map(Some)
-            .ok_or_else(|| self.wrong_type(key, "an array of integers", v))
+        })
     }
 
     /// Tensor infos in file order.
