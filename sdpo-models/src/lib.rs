@@ -15,5 +15,5 @@ pub mod tokenizer;
 pub use tokenizer::{Tokenizer, TokenizerError};
 
 pub mod gguf;
-pub use arch::{CausalLm, KvCache, ModelConfig};
+pub use arch::{CausalDecoder, CausalLm, KvCache, ModelConfig};
 pub use hf::{load_hf_dir, LoadError};

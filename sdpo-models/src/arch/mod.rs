@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod cache;
 pub mod config;
+pub mod decoder;
 pub mod layer;
 pub mod mlp;
 pub mod model;
@@ -13,4 +14,5 @@ pub mod rope;
 
 pub use cache::KvCache;
 pub use config::{ConfigError, HfConfig, ModelConfig, RopeScaling};
+pub use decoder::CausalDecoder;
 pub use model::{attention_mask, positions_from_mask, CausalLm, DecoderModel};
