@@ -14,6 +14,11 @@ pub use sdpo_core::ChatMessage;
 pub mod tokenizer;
 pub use tokenizer::{Tokenizer, TokenizerError};
 
+pub mod export;
+pub mod generate;
 pub mod gguf;
+pub mod load;
+pub mod lora;
+pub mod scoring;
 pub use arch::{CausalDecoder, CausalLm, KvCache, ModelConfig};
 pub use hf::{load_hf_dir, LoadError};

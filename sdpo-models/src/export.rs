@@ -1,0 +1,1 @@
+//! Saving a model as a Hugging Face folder (safetensors, config.json, tokenizer files).

@@ -1,0 +1,1 @@
+//! Scoring passes for training: log-probs, top-k and gathers at the response positions only.

@@ -1,0 +1,1 @@
+//! JSONL datasets: prompts (text or chat messages) with any other fields, seeded shuffling.

@@ -1,0 +1,1 @@
+//! Rewards: scores with optional textual feedback, weighted sums, built-in verifiers.
