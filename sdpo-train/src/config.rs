@@ -1,0 +1,303 @@
+//! [`TrainConfig`]: the trainer's knobs around the algorithm's [`SdpoConfig`].
+//!
+//! Plain serde (RON): unknown fields are rejected with their name, line and column, every
+//! field has a default, and [`TrainConfig::validate`] names the field and value of anything
+//! that cannot be used.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use sdpo_core::config::{parse_ron, ConfigError};
+use sdpo_core::{SdpoConfig, TeacherMode};
+use sdpo_models::generate::SamplingParams;
+use sdpo_models::lora::LoraConfig;
+
+/// AdamW settings and gradient clipping (PyTorch / TRL defaults except the learning rate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimizerConfig {
+    /// Peak learning rate. Default `1e-5`.
+    pub learning_rate: f64,
+    /// Decoupled weight decay. Default `0.0`.
+    pub weight_decay: f64,
+    /// Adam β₁. Default `0.9`.
+    pub beta1: f64,
+    /// Adam β₂. Default `0.999`.
+    pub beta2: f64,
+    /// Adam ε. Default `1e-8`.
+    pub epsilon: f64,
+    /// Global gradient-norm clipping over all trainable parameters, as PyTorch's
+    /// `clip_grad_norm_` (not per tensor). `None` disables it. Default `Some(1.0)`.
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            learning_rate: 1e-5,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            max_grad_norm: Some(1.0),
+        }
+    }
+}
+
+/// Shape of the learning-rate schedule after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// Constant after warmup.
+    Constant,
+    /// Linear decay to 0 at the last step.
+    Linear,
+    /// Cosine decay to 0 at the last step.
+    Cosine,
+}
+
+/// Learning-rate schedule: linear warmup from 0, then [`ScheduleKind`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Shape after warmup. Default `constant`.
+    pub kind: ScheduleKind,
+    /// Optimizer steps of linear warmup. Default 0.
+    pub warmup_steps: usize,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::Constant,
+            warmup_steps: 0,
+        }
+    }
+}
+
+/// Where per-step metrics are written in the run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsFormat {
+    /// `metrics.jsonl`, one JSON object per step.
+    Jsonl,
+    /// `metrics.csv`, one row per step (columns fixed by the first step).
+    Csv,
+}
+
+/// Everything the trainer needs besides the model, tokenizer, dataset and rewards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The algorithm's knobs (reference names and defaults).
+    pub sdpo: SdpoConfig,
+    /// Samples per prompt (a group). Default 8.
+    pub num_generations: usize,
+    /// Prompts per training step; the generation batch is `prompts_per_step × num_generations`.
+    /// Default 4.
+    pub prompts_per_step: usize,
+    /// Training steps (generation batches). Default 100.
+    pub steps: usize,
+    /// Optimizer steps per generation batch: the batch is split into this many mini-batches.
+    /// Old log-probs are taken before the first, so the IS clip is meaningful. Default 1.
+    pub mini_batches: usize,
+    /// Samples per forward/backward pass inside a mini-batch (gradient accumulation);
+    /// 0 = the whole mini-batch at once. Default 0.
+    pub micro_batch_size: usize,
+    /// AdamW and clipping.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleConfig,
+    /// Rollout sampling (temperature also divides the training logits, as in the reference).
+    pub sampling: SamplingParams,
+    /// Longest student prompt in tokens; longer prompts keep their last tokens. Default 1024.
+    pub max_prompt_len: usize,
+    /// LoRA adapters on a frozen base; `None` trains every weight. Default `None`.
+    pub lora: Option<LoraConfig>,
+    /// Seed of every random choice (sampling, shuffling, adapter init). Default 0.
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (0 = only at the end). Default 0.
+    pub checkpoint_every: usize,
+    /// Checkpoints kept on disk (older ones are deleted). Default 2.
+    pub keep_checkpoints: usize,
+    /// Metrics file format. Default `jsonl`.
+    pub metrics_format: MetricsFormat,
+    /// Warn when this many consecutive steps had no teacher signal or flat rewards. Default 5.
+    pub warn_after_steps: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            sdpo: SdpoConfig::default(),
+            num_generations: 8,
+            prompts_per_step: 4,
+            steps: 100,
+            mini_batches: 1,
+            micro_batch_size: 0,
+            optimizer: OptimizerConfig::default(),
+            schedule: ScheduleConfig::default(),
+            sampling: SamplingParams::default(),
+            max_prompt_len: 1024,
+            lora: None,
+            seed: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: 2,
+            metrics_format: MetricsFormat::Jsonl,
+            warn_after_steps: 5,
+        }
+    }
+}
+
+fn invalid(field: &'static str, value: impl std::fmt::Debug, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        value: format!("{value:?}"),
+        reason: reason.to_string(),
+    }
+}
+
+impl TrainConfig {
+    /// Samples per generation batch.
+    pub fn batch_size(&self) -> usize {
+        self.prompts_per_step * self.num_generations
+    }
+
+    /// Checks every field and the contradictions between them.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field (`sdpo.` fields as in [`SdpoConfig::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.sdpo.validate()?;
+        if self.num_generations == 0 {
+            return Err(invalid("num_generations", self.num_generations, "must be at least 1"));
+        }
+        if self.prompts_per_step == 0 {
+            return Err(invalid("prompts_per_step", self.prompts_per_step, "must be at least 1"));
+        }
+        if self.mini_batches == 0 || self.mini_batches > self.batch_size() {
+            return Err(invalid(
+                "mini_batches",
+                self.mini_batches,
+                &format!(
+                    "must be between 1 and the generation batch size {} (prompts_per_step × num_generations)",
+                    self.batch_size()
+                ),
+            ));
+        }
+        let opt = &self.optimizer;
+        if !(opt.learning_rate.is_finite() && opt.learning_rate >= 0.0) {
+            return Err(invalid("optimizer.learning_rate", opt.learning_rate, "must be finite and ≥ 0"));
+        }
+        for (field, v) in [("optimizer.beta1", opt.beta1), ("optimizer.beta2", opt.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(invalid(field, v, "must be in [0, 1)"));
+            }
+        }
+        if !(opt.epsilon > 0.0) {
+            return Err(invalid("optimizer.epsilon", opt.epsilon, "must be > 0"));
+        }
+        if !(opt.weight_decay >= 0.0) {
+            return Err(invalid("optimizer.weight_decay", opt.weight_decay, "must be ≥ 0"));
+        }
+        if let Some(n) = opt.max_grad_norm {
+            if !(n > 0.0) {
+                return Err(invalid("optimizer.max_grad_norm", n, "must be > 0 (or None to disable)"));
+            }
+        }
+        if self.max_prompt_len == 0 {
+            return Err(invalid("max_prompt_len", self.max_prompt_len, "must be at least 1"));
+        }
+        if self.sampling.max_new_tokens == 0 {
+            return Err(invalid("sampling.max_new_tokens", 0, "must be at least 1"));
+        }
+        if self.sdpo.teacher_mode == TeacherMode::LoraEma && self.lora.is_none() {
+            return Err(invalid(
+                "sdpo.teacher_mode",
+                "lora-ema",
+                "needs LoRA adapters: set `lora: Some((rank: 8, alpha: 16.0))` or pick `ema`",
+            ));
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate().map_err(|e| invalid("lora", lora, &e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Parses and validates RON text; `source_name` is used in error messages.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] with line and column, or [`ConfigError::Invalid`].
+    pub fn from_ron_str_named(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = parse_ron(text, source_name)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a RON file.
+    ///
+    /// # Errors
+    /// As [`Self::from_ron_str_named`], or [`ConfigError::Io`].
+    pub fn from_ron_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_ron_str_named(&text, &path.display().to_string())
+    }
+
+    /// The config as pretty RON (what a run folder records).
+    pub fn to_ron_string(&self) -> String {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .unwrap_or_else(|e| format!("/* cannot serialize config: {e} */"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip() {
+        let cfg = TrainConfig::default();
+        cfg.validate().unwrap();
+        let text = cfg.to_ron_string();
+        let back = TrainConfig::from_ron_str_named(&text, "x.ron").unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn misspelled_field_names_line_and_column() {
+        let err = TrainConfig::from_ron_str_named("(\n  num_generation: 4,\n)", "run.ron").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("run.ron:2:"), "{msg}");
+        assert!(msg.contains("num_generation"), "{msg}");
+    }
+
+    #[test]
+    fn contradictions_name_the_field() {
+        let cfg = TrainConfig {
+            sdpo: SdpoConfig {
+                teacher_mode: TeacherMode::LoraEma,
+                ..SdpoConfig::default()
+            },
+            ..TrainConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().to_string().contains("sdpo.teacher_mode"));
+        let cfg = TrainConfig {
+            mini_batches: 1000,
+            ..TrainConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().to_string().contains("mini_batches"));
+        let cfg = TrainConfig {
+            optimizer: OptimizerConfig {
+                max_grad_norm: Some(0.0),
+                ..OptimizerConfig::default()
+            },
+            ..TrainConfig::default()
+        };
+        assert!(cfg.validate().unwrap_err().to_string().contains("max_grad_norm"));
+    }
+}
