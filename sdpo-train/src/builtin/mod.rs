@@ -1,8 +1,11 @@
 //! What `sdpo train` runs with nothing downloaded: a character-level tokenizer, a small
 //! Llama-architecture model and verifiable tasks.
 
+pub mod tasks;
 pub mod tokenizer;
+pub mod warm_start;
 
+pub use tasks::Task;
 pub use tokenizer::char_tokenizer;
 
 use sdpo_models::arch::{ModelConfig, RopeScaling};

@@ -1,0 +1,231 @@
+//! Supervised warm start of the built-in model: a randomly initialized model succeeds at
+//! nothing, and SDPO needs a model that (a) sometimes solves the task and (b) can use a
+//! demonstration or feedback in its context. So before RL, the model is trained by
+//! next-token cross-entropy on answers in two formats:
+//!
+//! - plain: the student's prompt → the answer;
+//! - reprompt: the teacher's prompt (SDPO's `reprompt_template` with a correct solution, or
+//!   with feedback about a wrong attempt) → the answer.
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use sdpo_core::reprompt::{teacher_prompt, SampleOutcome};
+use sdpo_core::{ChatMessage, SdpoConfig};
+use sdpo_models::generate::left_pad;
+use sdpo_models::scoring::{concat_prompt_response, response_log_probs, response_logits, ScoringError};
+use sdpo_models::{CausalLm, Tokenizer, TokenizerError};
+
+use super::tasks::Task;
+use crate::dataset::Row;
+
+/// One supervised example: prompt tokens and target tokens (ending with the eos token).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftExample {
+    /// The rendered prompt, tokenized.
+    pub prompt: Vec<u32>,
+    /// The target completion, tokenized, eos included.
+    pub target: Vec<u32>,
+}
+
+/// Which formats a warm start trains on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WarmStartMix {
+    /// Train on the plain prompt → answer for this fraction of the rows (the rest are only
+    /// seen through demonstrations), so RL has problems left to learn.
+    pub plain_fraction: f64,
+    /// Also train the reprompt format with a correct demonstration.
+    pub with_demonstration: bool,
+    /// Also train the reprompt format with feedback on a wrong attempt (tasks with feedback).
+    pub with_feedback: bool,
+}
+
+/// Builds warm-start examples for `rows` of `task`, rendered with the tokenizer's chat template
+/// and SDPO's templates from `sdpo` (so the reprompt format is exactly what the teacher sees).
+///
+/// # Errors
+/// The tokenizer's error when a prompt does not render or encode.
+pub fn sft_examples(
+    task: Task,
+    rows: &[Row],
+    tokenizer: &Tokenizer,
+    sdpo: &SdpoConfig,
+    mix: WarmStartMix,
+    seed: u64,
+) -> Result<Vec<SftExample>, TokenizerError> {
+    let templates = sdpo.templates().map_err(|e| TokenizerError::Encode {
+        len: 0,
+        start: "reprompt templates".into(),
+        message: e.to_string(),
+    })?;
+    let eos = tokenizer.eos_token_ids().first().copied();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.shuffle(&mut rng);
+    let plain_rows = (rows.len() as f64 * mix.plain_fraction).round() as usize;
+    let mut out = Vec::new();
+    for (rank, &i) in order.iter().enumerate() {
+        let row = &rows[i];
+        let answer = row.fields.get("answer").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let mut target = tokenizer.encode(&answer, false)?;
+        target.extend(eos);
+        let messages = row.prompt.to_messages();
+        let encode = |msgs: &[ChatMessage]| -> Result<Vec<u32>, TokenizerError> {
+            tokenizer.encode(&tokenizer.apply_chat_template(msgs, true)?, false)
+        };
+        if rank < plain_rows {
+            out.push(SftExample {
+                prompt: encode(&messages)?,
+                target: target.clone(),
+            });
+        }
+        if mix.with_demonstration {
+            let sample = SampleOutcome {
+                group: 0,
+                prompt: &messages,
+                response: "",
+                score: 0.0,
+                feedback: None,
+            };
+            let tp = teacher_prompt(&sample, Some(answer.clone()), sdpo, &templates);
+            out.push(SftExample {
+                prompt: encode(&tp.messages)?,
+                target: target.clone(),
+            });
+        }
+        if mix.with_feedback {
+            let wrong = wrong_attempt(task, row, &mut rng);
+            let (_, feedback) = task.check(row, &wrong);
+            if let Some(fb) = feedback {
+                let sample = SampleOutcome {
+                    group: 0,
+                    prompt: &messages,
+                    response: &wrong,
+                    score: 0.0,
+                    feedback: Some(&fb),
+                };
+                let tp = teacher_prompt(&sample, None, sdpo, &templates);
+                out.push(SftExample {
+                    prompt: encode(&tp.messages)?,
+                    target: target.clone(),
+                });
+            }
+        }
+    }
+    out.shuffle(&mut rng);
+    Ok(out)
+}
+
+/// A plausible wrong attempt (for feedback examples): the unsorted input, a digit dropped, or
+/// a neighbour swap.
+fn wrong_attempt(task: Task, row: &Row, rng: &mut ChaCha8Rng) -> String {
+    use rand::Rng;
+    let answer = row.fields.get("answer").and_then(|v| v.as_str()).unwrap_or_default();
+    match task {
+        Task::Addition => {
+            let n: i64 = answer.parse().unwrap_or(0);
+            (n + if rng.random_bool(0.5) { 1 } else { -1 }).abs().to_string()
+        }
+        Task::SortDigits => {
+            let digits = row.fields.get("digits").and_then(|v| v.as_str()).unwrap_or_default();
+            let mut c: Vec<char> = answer.chars().collect();
+            match rng.random_range(0..3) {
+                0 if digits != answer => digits.to_string(),
+                1 if c.len() > 1 => {
+                    c.remove(rng.random_range(0..c.len()));
+                    c.into_iter().collect()
+                }
+                _ => {
+                    let len = c.len();
+                    if len > 1 {
+                        let i = rng.random_range(0..len - 1);
+                        c.swap(i, i + 1);
+                    }
+                    let s: String = c.into_iter().collect();
+                    if s == answer {
+                        format!("{s}0")
+                    } else {
+                        s
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Mean next-token cross-entropy of the targets of `batch` (a graph on `B`).
+///
+/// # Errors
+/// [`ScoringError`] if the batch is malformed.
+pub fn sft_loss<B: AutodiffBackend>(
+    model: &CausalLm<B>,
+    batch: &[&SftExample],
+    pad_id: u32,
+    device: &Device<B>,
+) -> Result<Tensor<B, 1>, ScoringError> {
+    let prompts: Vec<Vec<u32>> = batch.iter().map(|e| e.prompt.clone()).collect();
+    let (p_ids, p_mask) = left_pad::<B>(&prompts, pad_id, device);
+    let r = batch.iter().map(|e| e.target.len()).max().unwrap_or(1);
+    let mut ids = Vec::new();
+    let mut mask = Vec::new();
+    for e in batch {
+        for j in 0..r {
+            ids.push(e.target.get(j).copied().unwrap_or(pad_id) as i64);
+            mask.push(if j < e.target.len() { 1.0f32 } else { 0.0 });
+        }
+    }
+    let n = batch.len();
+    let resp = Tensor::<B, 2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids, [n, r]), device);
+    let resp_mask = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(mask, [n, r]), device);
+    let (all_ids, all_mask) = concat_prompt_response(p_ids, p_mask, resp.clone(), resp_mask.clone());
+    let logits = response_logits(model, all_ids, all_mask, r, None)?;
+    let lp = response_log_probs(logits, resp);
+    Ok((lp * resp_mask.clone()).sum().neg() / resp_mask.sum().clamp_min(1.0))
+}
+
+/// Trains `model` on `examples` for `steps` AdamW steps of `batch_size` (cycling through the
+/// examples in order), returning the model and the loss of each step.
+///
+/// # Errors
+/// [`ScoringError`] if a batch is malformed.
+pub fn warm_start<B: AutodiffBackend>(
+    mut model: CausalLm<B>,
+    examples: &[SftExample],
+    steps: usize,
+    batch_size: usize,
+    learning_rate: f64,
+    pad_id: u32,
+    device: &Device<B>,
+    mut on_step: impl FnMut(usize, f64),
+) -> Result<(CausalLm<B>, Vec<f64>), ScoringError> {
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, CausalLm<B>>();
+    let mut losses = Vec::with_capacity(steps);
+    if examples.is_empty() {
+        return Ok((model, losses));
+    }
+    let mut cursor = 0;
+    for step in 0..steps {
+        let batch: Vec<&SftExample> = (0..batch_size.max(1))
+            .map(|k| &examples[(cursor + k) % examples.len()])
+            .collect();
+        cursor = (cursor + batch.len()) % examples.len();
+        let loss = sft_loss(&model, &batch, pad_id, device)?;
+        let value = loss.clone().into_scalar().to_f64();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(learning_rate, model, grads);
+        losses.push(value);
+        on_step(step, value);
+    }
+    Ok((model, losses))
+}
+
+/// Keeps `model` usable by inference code (the inner module) — a convenience for callers that
+/// evaluate right after warm-starting.
+pub fn inference_model<B: AutodiffBackend>(model: &CausalLm<B>) -> CausalLm<B::InnerBackend> {
+    model.valid()
+}
