@@ -1,1 +1,267 @@
 //! Batched sampling with a KV cache: temperature, top-p, top-k, min-p, stop ids, seeded.
+//!
+//! [`generate`] runs one prefill over the left-padded prompts (filling a [`KvCache`]), then
+//! feeds exactly one new token per row and step with that cache, so the prefix is never run
+//! again. Each step pulls the last position's logits `[batch, vocab]` to the host, where
+//! [`sampling`] filters them and draws with the caller's seeded [`SamplerRng`].
+//!
+//! # Determinism and stopped rows
+//! When sampling (temperature > 0) every step draws one uniform number per row, in row order,
+//! for every row of the batch, finished or not. A row's tokens therefore depend only on its
+//! own logits and on `(seed, row index, step)`: a row that stops early changes nothing for
+//! the others, and the same seed gives the same samples. Moving a prompt to another row index
+//! (or generating it alone) gives it other random numbers; greedy decoding draws nothing and
+//! does not depend on the batch. Finished rows stay in the batch: they are fed `pad_id`,
+//! masked out of the keys, and their outputs ignored; generation ends when every row has
+//! stopped or after `max_new_tokens` steps.
+//!
+//! [`KvCache`]: crate::KvCache
+
+pub mod batch;
+pub mod params;
+pub mod sampling;
+
+use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
+use rand::Rng;
+
+use crate::arch::{positions_from_mask, CausalDecoder};
+
+pub use batch::left_pad;
+pub use params::SamplingParams;
+pub use sampling::{candidates, sample_token, Candidate, SampledToken, SamplingError};
+
+/// The RNG generation draws from: seeded (`SamplerRng::seed_from_u64`), cloneable and
+/// serializable (its state goes into checkpoints).
+pub type SamplerRng = rand_chacha::ChaCha8Rng;
+
+/// A seeded [`SamplerRng`].
+pub fn sampler_rng(seed: u64) -> SamplerRng {
+    rand::SeedableRng::seed_from_u64(seed)
+}
+
+/// Why generation cannot run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerationError {
+    /// A sampling parameter is out of range.
+    #[error("invalid sampling parameter `{field}` = {value}: expected {expected}")]
+    InvalidParam {
+        /// Field of [`SamplingParams`].
+        field: &'static str,
+        /// The value found.
+        value: String,
+        /// The accepted range.
+        expected: &'static str,
+    },
+    /// The batch has no rows.
+    #[error("cannot generate for an empty batch of prompts")]
+    EmptyBatch,
+    /// Prompt ids and mask differ in shape.
+    #[error("prompt ids have shape {ids:?} but the prompt mask has shape {mask:?}")]
+    ShapeMismatch {
+        /// Shape of the ids.
+        ids: [usize; 2],
+        /// Shape of the mask.
+        mask: [usize; 2],
+    },
+    /// A row of the batch has no real token.
+    #[error("prompt row {row} is empty (its mask has no real token)")]
+    EmptyPrompt {
+        /// Row index.
+        row: usize,
+    },
+    /// A row has padding after a real token.
+    #[error(
+        "prompt row {row} is not left-padded: padding at position {position} follows a real token"
+    )]
+    NotLeftPadded {
+        /// Row index.
+        row: usize,
+        /// The first padding position after a real token.
+        position: usize,
+    },
+    /// A prompt id (padding included) is not a token of the model.
+    #[error("prompt row {row}, position {position}: token id {id} is outside the vocabulary of {vocab_size}")]
+    TokenOutOfVocab {
+        /// Row index.
+        row: usize,
+        /// Position in the padded row.
+        position: usize,
+        /// The id found.
+        id: i64,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
+    /// The padding id is not a token of the model (it is fed to finished rows).
+    #[error("pad id {pad_id} is outside the vocabulary of {vocab_size}")]
+    PadIdOutOfVocab {
+        /// The pad id given.
+        pad_id: u32,
+        /// The model's vocabulary size.
+        vocab_size: usize,
+    },
+    /// A prompt fills the model's positions, leaving none for a new token.
+    #[error("prompt row {row} has {len} tokens; the model has {max_positions} positions and needs one free for a new token")]
+    PromptTooLong {
+        /// Row index.
+        row: usize,
+        /// Its number of real tokens.
+        len: usize,
+        /// The model's `max_position_embeddings`.
+        max_positions: usize,
+    },
+    /// The model produced logits that cannot be sampled from.
+    #[error("row {row}, new token {step}: {source}")]
+    BadLogits {
+        /// Row index.
+        row: usize,
+        /// Index of the token being generated.
+        step: usize,
+        /// What was wrong.
+        source: SamplingError,
+    },
+}
+
+/// The result of [`generate`].
+#[derive(Debug, Clone)]
+pub struct Generation<B: Backend> {
+    /// Generated tokens, `[batch, max_len]` (`max_len` = longest row, at most
+    /// `max_new_tokens`); positions after a row's stop token hold `pad_id`.
+    pub response_ids: Tensor<B, 2, Int>,
+    /// 1.0 on real response tokens, the stop token included, else 0.0; `[batch, max_len]`.
+    pub response_mask: Tensor<B, 2>,
+    /// `log p(token)` under `softmax(logits / temperature)` over the full vocabulary, before
+    /// top-k / top-p / min-p (plain `log_softmax` when greedy); 0.0 at padding.
+    /// `[batch, max_len]`.
+    pub log_probs: Tensor<B, 2>,
+    /// Host copy of each row's tokens, ending with the stop token when there is one.
+    pub tokens: Vec<Vec<u32>>,
+    /// `true` when the row ended with a stop id, `false` when it hit `max_new_tokens`.
+    pub stopped: Vec<bool>,
+}
+
+/// One row's progress.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    tokens: Vec<u32>,
+    log_probs: Vec<f64>,
+    stopped: bool,
+}
+
+/// Generates up to `params.max_new_tokens` tokens after each left-padded prompt.
+///
+/// One prefill fills the KV cache; each following step feeds one token per row with the cache
+/// (positions continue from the row's own prompt length, the key mask grows by one column).
+/// See the [module docs](self) for how random numbers are assigned to rows.
+///
+/// # Shapes
+/// - `prompt_ids`: `[batch, prompt_len]`, left-padded
+/// - `prompt_mask`: `[batch, prompt_len]`, `true` = real token
+///
+/// # Errors
+/// [`GenerationError`]: invalid params, an empty batch or prompt, a batch that is not
+/// left-padded or holds ids outside the vocabulary, a `pad_id` outside the vocabulary, a
+/// prompt with `max_position_embeddings` tokens or more, non-finite logits.
+pub fn generate<B: Backend, M: CausalDecoder<B>>(
+    model: &M,
+    prompt_ids: Tensor<B, 2, Int>,
+    prompt_mask: Tensor<B, 2, Bool>,
+    params: &SamplingParams,
+    pad_id: u32,
+    rng: &mut SamplerRng,
+) -> Result<Generation<B>, GenerationError> {
+    params.validate()?;
+    let config = model.model_config();
+    let vocab_size = config.vocab_size;
+    let lengths = batch::prompt_lengths(
+        &prompt_ids,
+        &prompt_mask,
+        vocab_size,
+        config.max_position_embeddings,
+    )?;
+    if pad_id as usize >= vocab_size {
+        return Err(GenerationError::PadIdOutOfVocab { pad_id, vocab_size });
+    }
+    let [batch, width] = prompt_ids.dims();
+    let device = prompt_ids.device();
+    let _span = tracing::debug_span!("generate", batch, prompt_len = width).entered();
+
+    let mut cache = model.empty_cache();
+    let positions = positions_from_mask(prompt_mask.clone());
+    let hidden = model.decode_hidden(prompt_ids, prompt_mask.clone(), positions, Some(&mut cache));
+    let mut logits = model.decode_logits(hidden.narrow(1, width - 1, 1));
+    let mut key_mask = prompt_mask;
+    let mut rows = vec![Row::default(); batch];
+
+    for step in 0..params.max_new_tokens {
+        let vocab = logits.dims()[2];
+        let host: Vec<f32> = logits.into_data().iter::<f32>().collect();
+        for (r, row) in rows.iter_mut().enumerate() {
+            let u: f64 = if params.is_greedy() {
+                0.0
+            } else {
+                rng.random()
+            };
+            if row.stopped {
+                continue;
+            }
+            let sampled =
+                sample_token(&host[r * vocab..(r + 1) * vocab], params, u).map_err(|source| {
+                    GenerationError::BadLogits {
+                        row: r,
+                        step,
+                        source,
+                    }
+                })?;
+            row.tokens.push(sampled.id);
+            row.log_probs.push(sampled.log_prob);
+            row.stopped = params.stop_token_ids.contains(&sampled.id);
+        }
+        if step + 1 == params.max_new_tokens || rows.iter().all(|r| r.stopped) {
+            break;
+        }
+        // Feed the token just chosen; finished rows get a masked-out pad.
+        let live: Vec<bool> = rows.iter().map(|r| !r.stopped).collect();
+        let next: Vec<i64> = rows
+            .iter()
+            .map(|r| match r.stopped {
+                true => i64::from(pad_id),
+                false => i64::from(r.tokens[step]),
+            })
+            .collect();
+        let next_positions: Vec<i64> = lengths.iter().map(|&len| (len + step) as i64).collect();
+        let live = Tensor::<B, 2, Bool>::from_data(TensorData::new(live, [batch, 1]), &device);
+        key_mask = Tensor::cat(vec![key_mask, live], 1);
+        let hidden = model.decode_hidden(
+            Tensor::from_data(TensorData::new(next, [batch, 1]), &device),
+            key_mask.clone(),
+            Tensor::from_data(TensorData::new(next_positions, [batch, 1]), &device),
+            Some(&mut cache),
+        );
+        logits = model.decode_logits(hidden);
+    }
+    Ok(assemble(rows, pad_id, &device))
+}
+
+/// Pads the rows' host results into the output tensors.
+fn assemble<B: Backend>(rows: Vec<Row>, pad_id: u32, device: &B::Device) -> Generation<B> {
+    let batch = rows.len();
+    let len = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+    let mut ids = vec![i64::from(pad_id); batch * len];
+    let mut mask = vec![0f32; batch * len];
+    let mut log_probs = vec![0f32; batch * len];
+    for (r, row) in rows.iter().enumerate() {
+        for (j, (&t, &lp)) in row.tokens.iter().zip(&row.log_probs).enumerate() {
+            ids[r * len + j] = i64::from(t);
+            mask[r * len + j] = 1.0;
+            log_probs[r * len + j] = lp as f32;
+        }
+    }
+    let shape = [batch, len];
+    Generation {
+        response_ids: Tensor::from_data(TensorData::new(ids, shape), device),
+        response_mask: Tensor::from_data(TensorData::new(mask, shape), device),
+        log_probs: Tensor::from_data(TensorData::new(log_probs, shape), device),
+        stopped: rows.iter().map(|r| r.stopped).collect(),
+        tokens: rows.into_iter().map(|r| r.tokens).collect(),
+    }
+}
