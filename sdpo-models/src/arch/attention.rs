@@ -10,6 +10,7 @@ use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::norm::RmsNorm;
 use super::rope::apply_rotary;
+use crate::lora::{project, AttentionLora};
 
 /// Self-attention, field names as in HF checkpoints (`self_attn.q_proj`, ...).
 #[derive(Module, Debug)]
@@ -73,12 +74,38 @@ impl<B: Backend> Attention<B> {
         mask: &Tensor<B, 4, Bool>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
+        self.forward_with(x, cos, sin, mask, cache, None)
+    }
+
+    /// [`Attention::forward`] with optional LoRA adapters on the projections
+    /// (`y = W x + adapter(x)` for each adapted one).
+    ///
+    /// # Shapes
+    /// As in [`Attention::forward`].
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: &Tensor<B, 4, Bool>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+        lora: Option<&AttentionLora<B>>,
+    ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let (nq, nkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2);
-        let mut q = heads(self.q_proj.forward(x.clone()), nq);
-        let mut k = heads(self.k_proj.forward(x.clone()), nkv);
-        let mut v = heads(self.v_proj.forward(x), nkv);
+        let (lq, lk, lv, lo) = match lora {
+            Some(l) => (
+                l.q_proj.as_ref(),
+                l.k_proj.as_ref(),
+                l.v_proj.as_ref(),
+                l.o_proj.as_ref(),
+            ),
+            None => (None, None, None, None),
+        };
+        let mut q = heads(project(&self.q_proj, lq, x.clone()), nq);
+        let mut k = heads(project(&self.k_proj, lk, x.clone()), nkv);
+        let mut v = heads(project(&self.v_proj, lv, x), nkv);
         if let Some(norm) = &self.q_norm {
             q = norm.forward(q);
         }
@@ -100,8 +127,11 @@ impl<B: Backend> Attention<B> {
             is_causal: false,
         };
         let out = attention(q, k, v, Some(mask), None, options);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([batch, seq, nq * d]))
+        project(
+            &self.o_proj,
+            lo,
+            out.swap_dims(1, 2).reshape([batch, seq, nq * d]),
+        )
     }
 }
 

@@ -8,6 +8,7 @@ use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
+use crate::lora::LayerLora;
 
 /// `x + attn(norm(x))`, then `x + mlp(norm(x))`; field names as in HF checkpoints.
 #[derive(Module, Debug)]
@@ -44,17 +45,35 @@ impl<B: Backend> DecoderLayer<B> {
         mask: &Tensor<B, 4, Bool>,
         cache: Option<(&mut KvCache<B>, usize)>,
     ) -> Tensor<B, 3> {
-        let h = self.self_attn.forward(
+        self.forward_with(x, cos, sin, mask, cache, None)
+    }
+
+    /// [`DecoderLayer::forward`] with optional LoRA adapters for this layer.
+    ///
+    /// # Shapes
+    /// As in [`DecoderLayer::forward`].
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: &Tensor<B, 4, Bool>,
+        cache: Option<(&mut KvCache<B>, usize)>,
+        lora: Option<&LayerLora<B>>,
+    ) -> Tensor<B, 3> {
+        let h = self.self_attn.forward_with(
             self.input_layernorm.forward(x.clone()),
             cos,
             sin,
             mask,
             cache,
+            lora.map(|l| &l.self_attn),
         );
         let x = x.add(h);
-        let h = self
-            .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
+        let h = self.mlp.forward_with(
+            self.post_attention_layernorm.forward(x.clone()),
+            lora.map(|l| &l.mlp),
+        );
         x.add(h)
     }
 }

@@ -5,6 +5,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Device, Tensor};
 
 use super::config::ModelConfig;
+use crate::lora::{project, MlpLora};
 
 /// `down_proj(silu(gate_proj(x)) * up_proj(x))`, field names as in HF checkpoints.
 #[derive(Module, Debug)]
@@ -35,7 +36,23 @@ impl<B: Backend> Mlp<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate.mul(self.up_proj.forward(x)))
+        self.forward_with(x, None)
+    }
+
+    /// [`Mlp::forward`] with optional LoRA adapters on the projections.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    pub fn forward_with(&self, x: Tensor<B, 3>, lora: Option<&MlpLora<B>>) -> Tensor<B, 3> {
+        let (lg, lu, ld) = match lora {
+            Some(l) => (
+                l.gate_proj.as_ref(),
+                l.up_proj.as_ref(),
+                l.down_proj.as_ref(),
+            ),
+            None => (None, None, None),
+        };
+        let gate = silu(project(&self.gate_proj, lg, x.clone()));
+        project(&self.down_proj, ld, gate.mul(project(&self.up_proj, lu, x)))
     }
 }

@@ -9,6 +9,7 @@ use super::config::ModelConfig;
 use super::layer::DecoderLayer;
 use super::norm::RmsNorm;
 use super::rope::{inv_freq, RotaryEmbedding};
+use crate::lora::LoraSet;
 
 /// The transformer body (`model.*` in HF checkpoints).
 #[derive(Module, Debug)]
@@ -94,7 +95,24 @@ impl<B: Backend> CausalLm<B> {
         ids: Tensor<B, 2, Int>,
         key_mask: Tensor<B, 2, Bool>,
         positions: Tensor<B, 2, Int>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
+        self.forward_hidden_with(ids, key_mask, positions, cache, None)
+    }
+
+    /// [`CausalLm::forward_hidden`] with an optional LoRA adapter set applied on top of this
+    /// model's weights (which are only read: any number of sets can share one base). The set
+    /// must fit this model ([`LoraSet::check_compatible`]); layer `N` uses `lora.layers[N]`.
+    ///
+    /// # Shapes
+    /// As in [`CausalLm::forward_hidden`].
+    pub fn forward_hidden_with(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        key_mask: Tensor<B, 2, Bool>,
+        positions: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
+        lora: Option<&LoraSet<B>>,
     ) -> Tensor<B, 3> {
         let seq = ids.dims()[1];
         let mut x = self.model.embed_tokens.forward(ids);
@@ -102,7 +120,8 @@ impl<B: Backend> CausalLm<B> {
         let mask = attention_mask(key_mask, seq, self.config.sliding_window);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, &cos, &sin, &mask, layer_cache);
+            let layer_lora = lora.and_then(|l| l.layers.get(i));
+            x = layer.forward_with(x, &cos, &sin, &mask, layer_cache, layer_lora);
         }
         self.model.norm.forward(x)
     }
