@@ -58,27 +58,40 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 ///
 /// # Errors
 /// [`CheckpointError::Record`] naming `name`.
-pub fn encode_record<B: Backend, R: Record<B>>(record: R, name: &Path) -> Result<Vec<u8>, CheckpointError> {
-    Recorder::<B>::record(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), record, ())
-        .map_err(|e| CheckpointError::Record {
-            path: name.to_path_buf(),
-            action: "encode",
-            message: e.to_string(),
-        })
+pub fn encode_record<B: Backend, R: Record<B>>(
+    record: R,
+    name: &Path,
+) -> Result<Vec<u8>, CheckpointError> {
+    Recorder::<B>::record(
+        &NamedMpkBytesRecorder::<FullPrecisionSettings>::default(),
+        record,
+        (),
+    )
+    .map_err(|e| CheckpointError::Record {
+        path: name.to_path_buf(),
+        action: "encode",
+        message: e.to_string(),
+    })
 }
 
 /// Reads and decodes a record written by [`encode_record`].
 ///
 /// # Errors
 /// [`CheckpointError`] naming the file when it is missing or does not decode.
-pub fn read_record<B: Backend, R: Record<B>>(path: &Path, device: &Device<B>) -> Result<R, CheckpointError> {
+pub fn read_record<B: Backend, R: Record<B>>(
+    path: &Path,
+    device: &Device<B>,
+) -> Result<R, CheckpointError> {
     let bytes = fs::read(path).map_err(io(path))?;
-    Recorder::<B>::load(&NamedMpkBytesRecorder::<FullPrecisionSettings>::default(), bytes, device).map_err(|e| {
-        CheckpointError::Record {
-            path: path.to_path_buf(),
-            action: "decode",
-            message: e.to_string(),
-        }
+    Recorder::<B>::load(
+        &NamedMpkBytesRecorder::<FullPrecisionSettings>::default(),
+        bytes,
+        device,
+    )
+    .map_err(|e| CheckpointError::Record {
+        path: path.to_path_buf(),
+        action: "decode",
+        message: e.to_string(),
     })
 }
 
@@ -93,7 +106,11 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 ///
 /// # Errors
 /// [`CheckpointError::Io`] naming the path that failed; the previous checkpoint is untouched.
-pub fn write_checkpoint(dir: &Path, name: &str, files: &[(&str, Vec<u8>)]) -> Result<PathBuf, CheckpointError> {
+pub fn write_checkpoint(
+    dir: &Path,
+    name: &str,
+    files: &[(&str, Vec<u8>)],
+) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let final_dir = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
@@ -148,7 +165,10 @@ pub fn prune_checkpoints(dir: &Path, keep: usize) -> Result<(), CheckpointError>
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(n) = name.strip_prefix("step-").and_then(|n| n.parse::<usize>().ok()) {
+        if let Some(n) = name
+            .strip_prefix("step-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             steps.push((n, entry.path()));
         }
     }
@@ -175,7 +195,10 @@ mod tests {
         let p = write_checkpoint(dir.path(), "step-1", &[("a", b"one".to_vec())]).unwrap();
         assert_eq!(fs::read(p.join("a")).unwrap(), b"one");
         write_checkpoint(dir.path(), "step-2", &[("a", b"two".to_vec())]).unwrap();
-        assert_eq!(latest_checkpoint(dir.path()).unwrap().unwrap(), dir.path().join("step-2"));
+        assert_eq!(
+            latest_checkpoint(dir.path()).unwrap().unwrap(),
+            dir.path().join("step-2")
+        );
         // Rewriting a folder of the same name replaces its contents.
         write_checkpoint(dir.path(), "step-2", &[("b", b"x".to_vec())]).unwrap();
         assert!(!dir.path().join("step-2/a").exists());
@@ -200,7 +223,8 @@ mod tests {
         fs::write(&f, b"not a record").unwrap();
         let err = read_record::<B, usize>(&f, &Default::default()).unwrap_err();
         assert!(err.to_string().contains("optimizer.mpk"), "{err}");
-        let missing = read_record::<B, usize>(&dir.path().join("nope.mpk"), &Default::default()).unwrap_err();
+        let missing =
+            read_record::<B, usize>(&dir.path().join("nope.mpk"), &Default::default()).unwrap_err();
         assert!(missing.to_string().contains("nope.mpk"));
     }
 }

@@ -171,10 +171,18 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.sdpo.validate()?;
         if self.num_generations == 0 {
-            return Err(invalid("num_generations", self.num_generations, "must be at least 1"));
+            return Err(invalid(
+                "num_generations",
+                self.num_generations,
+                "must be at least 1",
+            ));
         }
         if self.prompts_per_step == 0 {
-            return Err(invalid("prompts_per_step", self.prompts_per_step, "must be at least 1"));
+            return Err(invalid(
+                "prompts_per_step",
+                self.prompts_per_step,
+                "must be at least 1",
+            ));
         }
         if self.mini_batches == 0 || self.mini_batches > self.batch_size() {
             return Err(invalid(
@@ -188,9 +196,16 @@ impl TrainConfig {
         }
         let opt = &self.optimizer;
         if !(opt.learning_rate.is_finite() && opt.learning_rate >= 0.0) {
-            return Err(invalid("optimizer.learning_rate", opt.learning_rate, "must be finite and ≥ 0"));
+            return Err(invalid(
+                "optimizer.learning_rate",
+                opt.learning_rate,
+                "must be finite and ≥ 0",
+            ));
         }
-        for (field, v) in [("optimizer.beta1", opt.beta1), ("optimizer.beta2", opt.beta2)] {
+        for (field, v) in [
+            ("optimizer.beta1", opt.beta1),
+            ("optimizer.beta2", opt.beta2),
+        ] {
             if !(0.0..1.0).contains(&v) {
                 return Err(invalid(field, v, "must be in [0, 1)"));
             }
@@ -199,15 +214,27 @@ impl TrainConfig {
             return Err(invalid("optimizer.epsilon", opt.epsilon, "must be > 0"));
         }
         if !(opt.weight_decay >= 0.0) {
-            return Err(invalid("optimizer.weight_decay", opt.weight_decay, "must be ≥ 0"));
+            return Err(invalid(
+                "optimizer.weight_decay",
+                opt.weight_decay,
+                "must be ≥ 0",
+            ));
         }
         if let Some(n) = opt.max_grad_norm {
             if !(n > 0.0) {
-                return Err(invalid("optimizer.max_grad_norm", n, "must be > 0 (or None to disable)"));
+                return Err(invalid(
+                    "optimizer.max_grad_norm",
+                    n,
+                    "must be > 0 (or None to disable)",
+                ));
             }
         }
         if self.max_prompt_len == 0 {
-            return Err(invalid("max_prompt_len", self.max_prompt_len, "must be at least 1"));
+            return Err(invalid(
+                "max_prompt_len",
+                self.max_prompt_len,
+                "must be at least 1",
+            ));
         }
         if self.sampling.max_new_tokens == 0 {
             return Err(invalid("sampling.max_new_tokens", 0, "must be at least 1"));
@@ -220,7 +247,8 @@ impl TrainConfig {
             ));
         }
         if let Some(lora) = &self.lora {
-            lora.validate().map_err(|e| invalid("lora", lora, &e.to_string()))?;
+            lora.validate()
+                .map_err(|e| invalid("lora", lora, &e.to_string()))?;
         }
         Ok(())
     }
@@ -270,7 +298,8 @@ mod tests {
 
     #[test]
     fn misspelled_field_names_line_and_column() {
-        let err = TrainConfig::from_ron_str_named("(\n  num_generation: 4,\n)", "run.ron").unwrap_err();
+        let err =
+            TrainConfig::from_ron_str_named("(\n  num_generation: 4,\n)", "run.ron").unwrap_err();
         let msg = err.to_string();
         assert!(msg.starts_with("run.ron:2:"), "{msg}");
         assert!(msg.contains("num_generation"), "{msg}");
@@ -285,12 +314,20 @@ mod tests {
             },
             ..TrainConfig::default()
         };
-        assert!(cfg.validate().unwrap_err().to_string().contains("sdpo.teacher_mode"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("sdpo.teacher_mode"));
         let cfg = TrainConfig {
             mini_batches: 1000,
             ..TrainConfig::default()
         };
-        assert!(cfg.validate().unwrap_err().to_string().contains("mini_batches"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("mini_batches"));
         let cfg = TrainConfig {
             optimizer: OptimizerConfig {
                 max_grad_norm: Some(0.0),
@@ -298,6 +335,10 @@ mod tests {
             },
             ..TrainConfig::default()
         };
-        assert!(cfg.validate().unwrap_err().to_string().contains("max_grad_norm"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_grad_norm"));
     }
 }

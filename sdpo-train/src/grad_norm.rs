@@ -7,6 +7,7 @@
 use burn::module::{AutodiffModule, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
 use burn::tensor::Tensor;
 
 /// The float parameter ids of a module, in visiting order.
@@ -27,7 +28,7 @@ struct SquaredNorm<'a> {
 impl<B: AutodiffBackend> ModuleVisitor<B> for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-            self.total += g.powi_scalar(2).sum().into_scalar().to_f64();
+            self.total += g.powi_scalar(2).sum().into_scalar().elem::<f64>();
         }
     }
 }
@@ -47,7 +48,10 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
 }
 
 /// The global L2 norm of `grads` over `module`'s parameters.
-pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, grads: &GradientsParams) -> f64 {
+pub fn global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> f64 {
     let mut v = SquaredNorm { grads, total: 0.0 };
     module.visit(&mut v);
     v.total.sqrt()
@@ -69,7 +73,9 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
 }
 
 /// The ids of every float parameter of `module` (used to count what the optimizer sees).
-pub fn param_ids<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(module: &M) -> Vec<ParamId> {
+pub fn param_ids<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(
+    module: &M,
+) -> Vec<ParamId> {
     let mut ids = Ids(Vec::new());
     module.visit(&mut ids);
     ids.0
@@ -100,7 +106,11 @@ mod tests {
             b: LinearConfig::new(4, 2).init(&dev),
         };
         let x = Tensor::<B, 2>::random([5, 3], Distribution::Normal(0.0, 1.0), &dev);
-        let loss = m.b.forward(m.a.forward(x)).powi_scalar(2).sum().mul_scalar(10.0);
+        let loss =
+            m.b.forward(m.a.forward(x))
+                .powi_scalar(2)
+                .sum()
+                .mul_scalar(10.0);
         let mut grads = GradientsParams::from_grads(loss.backward(), &m);
         let before = global_norm::<B, _>(&m, &grads);
         // Reference: sqrt of the sum of squares of every gradient entry.
@@ -112,7 +122,11 @@ mod tests {
             let g = grads.get::<NdArray<f32>, 1>(bias.id).unwrap();
             manual += g.powi_scalar(2).sum().into_scalar() as f64;
         }
-        assert!((before - manual.sqrt()).abs() < 1e-3 * before, "{before} vs {}", manual.sqrt());
+        assert!(
+            (before - manual.sqrt()).abs() < 1e-3 * before,
+            "{before} vs {}",
+            manual.sqrt()
+        );
         assert!(before > 1.0);
         let reported = clip_global_norm::<B, _>(&m, &mut grads, 1.0);
         assert_eq!(reported, before);

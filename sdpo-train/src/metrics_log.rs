@@ -32,16 +32,19 @@ impl MetricsWriter {
             MetricsFormat::Csv => "metrics.csv",
         };
         let path = dir.join(name);
-        let with_path = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let with_path =
+            |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
         std::fs::create_dir_all(dir).map_err(with_path)?;
         // A CSV being appended to keeps the header it has.
         let columns = match format {
-            MetricsFormat::Csv if path.exists() => BufReader::new(File::open(&path).map_err(with_path)?)
-                .lines()
-                .next()
-                .transpose()
-                .map_err(with_path)?
-                .map(|h| h.split(',').map(str::to_string).collect()),
+            MetricsFormat::Csv if path.exists() => {
+                BufReader::new(File::open(&path).map_err(with_path)?)
+                    .lines()
+                    .next()
+                    .transpose()
+                    .map_err(with_path)?
+                    .map(|h| h.split(',').map(str::to_string).collect())
+            }
             _ => None,
         };
         let file = OpenOptions::new()
@@ -111,7 +114,8 @@ impl MetricsWriter {
 /// # Errors
 /// The I/O or JSON error with the path and line number.
 pub fn read_jsonl(path: &Path) -> std::io::Result<Vec<Metrics>> {
-    let file = File::open(path).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let file = File::open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     let mut rows = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line?;
@@ -124,7 +128,11 @@ pub fn read_jsonl(path: &Path) -> std::io::Result<Vec<Metrics>> {
                 format!("{}:{}: {e}", path.display(), i + 1),
             )
         })?;
-        rows.push(obj.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect());
+        rows.push(
+            obj.into_iter()
+                .map(|(k, v)| (k, v.unwrap_or(f64::NAN)))
+                .collect(),
+        );
     }
     Ok(rows)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ElementConversion;
 use burn::tensor::{Bool, Int, Tensor};
 use burn::train::{ItemLazy, TrainOutput, TrainStep};
 
@@ -205,9 +206,12 @@ impl<B: AutodiffBackend> Policy<B> {
             item.distillation_loss = Some(scalar(&out.loss));
             if cfg.is_clip.is_some() {
                 let m = out.loss_mask.clone();
-                let total = m.clone().sum().into_scalar().to_f64();
+                let total = m.clone().sum().into_scalar().elem::<f64>();
                 if total > 0.0 {
-                    let weighted = (out.importance_weights.clone() * m).sum().into_scalar().to_f64();
+                    let weighted = (out.importance_weights.clone() * m)
+                        .sum()
+                        .into_scalar()
+                        .elem::<f64>();
                     item.mean_is_weight = Some(weighted / total);
                 }
             }
@@ -246,7 +250,7 @@ impl<B: AutodiffBackend> Policy<B> {
 }
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
-    t.clone().into_scalar().to_f64()
+    t.clone().into_scalar().elem::<f64>()
 }
 
 impl<B: AutodiffBackend> TrainStep for Policy<B> {

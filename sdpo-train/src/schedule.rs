@@ -48,7 +48,9 @@ impl WarmupSchedule {
         match self.kind {
             ScheduleKind::Constant => self.peak,
             ScheduleKind::Linear => self.peak * (1.0 - progress),
-            ScheduleKind::Cosine => self.peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            ScheduleKind::Cosine => {
+                self.peak * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
         }
     }
 }
@@ -77,7 +79,14 @@ mod tests {
     use super::*;
 
     fn schedule(kind: ScheduleKind, warmup: usize, total: usize) -> WarmupSchedule {
-        WarmupSchedule::new(&ScheduleConfig { kind, warmup_steps: warmup }, 1.0, total)
+        WarmupSchedule::new(
+            &ScheduleConfig {
+                kind,
+                warmup_steps: warmup,
+            },
+            1.0,
+            total,
+        )
     }
 
     #[test]

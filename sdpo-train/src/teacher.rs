@@ -114,9 +114,11 @@ impl<B: Backend> Teacher<B> {
             return Ok(false);
         }
         self.weights = match self.weights.take() {
-            Some(TeacherWeights::Model(m)) => {
-                Some(TeacherWeights::Model(ema_update(m, &student.lm, self.rate)?))
-            }
+            Some(TeacherWeights::Model(m)) => Some(TeacherWeights::Model(ema_update(
+                m,
+                &student.lm,
+                self.rate,
+            )?)),
             Some(TeacherWeights::Adapters(set)) => match &student.lora {
                 Some(lora) => Some(TeacherWeights::Adapters(ema_update(set, lora, self.rate)?)),
                 None => Some(TeacherWeights::Adapters(set)),

@@ -25,9 +25,13 @@ use sdpo_core::policy::group_advantages;
 use sdpo_core::reprompt::{plan_reprompts, SampleOutcome};
 use sdpo_core::teacher::TeacherUpdateError;
 use sdpo_core::{metrics as names, ChatMessage, RepromptTruncation, TeacherMode};
-use sdpo_models::generate::{generate, left_pad, sampler_rng, GenerationError, SamplerRng, SamplingParams};
+use sdpo_models::generate::{
+    generate, left_pad, sampler_rng, GenerationError, SamplerRng, SamplingParams,
+};
 use sdpo_models::lora::LoraSet;
-use sdpo_models::scoring::{concat_prompt_response, response_log_probs, response_logits, ScoringError};
+use sdpo_models::scoring::{
+    concat_prompt_response, response_log_probs, response_logits, ScoringError,
+};
 use sdpo_models::{CausalLm, Tokenizer, TokenizerError};
 
 use crate::checkpoint::{self, CheckpointError};
@@ -35,7 +39,7 @@ use crate::config::TrainConfig;
 use crate::dataset::{Dataset, DatasetError, PromptSampler, SamplerState};
 use crate::grad_norm::clip_global_norm;
 use crate::metrics_log::Metrics;
-use crate::policy::{Policy, StepError, StepItem, StepSettings, TeacherSignal, TrainBatch};
+use crate::policy::{Policy, StepItem, StepSettings, TeacherSignal, TrainBatch};
 use crate::reward::{RewardInput, Rewards};
 use crate::schedule::WarmupSchedule;
 use crate::teacher::{teacher_for, Teacher, TeacherWeights};
@@ -192,7 +196,8 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         B::seed(device, cfg.seed);
         let policy = match &cfg.lora {
             Some(lora_cfg) => {
-                let set = LoraSet::new(lora_cfg, &model.config, device).map_err(|e| TrainError::Lora(e.to_string()))?;
+                let set = LoraSet::new(lora_cfg, &model.config, device)
+                    .map_err(|e| TrainError::Lora(e.to_string()))?;
                 Policy::with_lora(model, set)
             }
             None => Policy::full(model),
@@ -204,7 +209,8 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
             .with_weight_decay(cfg.optimizer.weight_decay as f32)
             .init::<B, Policy<B>>();
         let total_updates = cfg.steps * cfg.mini_batches;
-        let schedule = WarmupSchedule::new(&cfg.schedule, cfg.optimizer.learning_rate, total_updates);
+        let schedule =
+            WarmupSchedule::new(&cfg.schedule, cfg.optimizer.learning_rate, total_updates);
         let teacher = teacher_for(
             cfg.sdpo.teacher_mode,
             cfg.sdpo.teacher_update_rate,
@@ -288,9 +294,17 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     ///
     /// # Errors
     /// [`TrainError::Tokenizer`] naming `context`.
-    pub fn encode_prompt(&self, messages: &[ChatMessage], max_len: usize, context: &str) -> Result<Vec<u32>, TrainError> {
+    pub fn encode_prompt(
+        &self,
+        messages: &[ChatMessage],
+        max_len: usize,
+        context: &str,
+    ) -> Result<Vec<u32>, TrainError> {
         let text = self.render(messages, context)?;
-        let mut ids = self.tokenizer.encode(&text, false).map_err(tok_err(context))?;
+        let mut ids = self
+            .tokenizer
+            .encode(&text, false)
+            .map_err(tok_err(context))?;
         if ids.len() > max_len {
             ids.drain(..ids.len() - max_len);
         }
@@ -303,7 +317,11 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 .apply_chat_template(messages, true)
                 .map_err(tok_err(context))
         } else {
-            Ok(messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"))
+            Ok(messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"))
         }
     }
 
@@ -312,12 +330,21 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     ///
     /// # Errors
     /// As [`Self::step`]'s rollout and reward phases.
-    pub fn sample_and_score(&mut self, rows: &[usize], n: usize, params: &SamplingParams) -> Result<Vec<SampleRecord>, TrainError> {
+    pub fn sample_and_score(
+        &mut self,
+        rows: &[usize],
+        n: usize,
+        params: &SamplingParams,
+    ) -> Result<Vec<SampleRecord>, TrainError> {
         let inner = self.policy.valid();
         let mut prompts = Vec::new();
         for &row in rows {
             let msgs = self.row_messages(row)?;
-            let ids = self.encode_prompt(&msgs, self.cfg.max_prompt_len, &format!("dataset row {row} prompt"))?;
+            let ids = self.encode_prompt(
+                &msgs,
+                self.cfg.max_prompt_len,
+                &format!("dataset row {row} prompt"),
+            )?;
             for _ in 0..n {
                 prompts.push((row, msgs.clone(), ids.clone()));
             }
@@ -329,8 +356,7 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         let gen = generate(&inner, p_ids, p_mask, &params, self.pad_id, &mut self.rng)?;
         let texts = self.decode_all(&gen.tokens)?;
         let rows_of: Vec<usize> = prompts.iter().map(|p| p.0).collect();
-        let msgs: Vec<Vec<ChatMessage>> = prompts.into_iter().map(|p| p.1).collect();
-        let scored = self.score(&rows_of, &msgs, &texts, &gen.tokens);
+        let scored = self.score(&rows_of, &texts, &gen.tokens);
         Ok((0..texts.len())
             .map(|i| SampleRecord {
                 row: rows_of[i],
@@ -358,7 +384,11 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         tokens
             .iter()
             .enumerate()
-            .map(|(i, t)| self.tokenizer.decode(t, true).map_err(tok_err(format!("completion {i}"))))
+            .map(|(i, t)| {
+                self.tokenizer
+                    .decode(t, true)
+                    .map_err(tok_err(format!("completion {i}")))
+            })
             .collect()
     }
 
@@ -366,7 +396,6 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     fn score(
         &self,
         rows: &[usize],
-        messages: &[Vec<ChatMessage>],
         texts: &[String],
         tokens: &[Vec<u32>],
     ) -> Vec<(f64, Option<String>, bool)> {
@@ -375,7 +404,6 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 let row = &self.dataset.rows()[rows[i]];
                 RewardInput {
                     prompt: &row.prompt,
-                    messages: &messages[i],
                     completion: &texts[i],
                     completion_ids: &tokens[i],
                     row: &row.fields,
@@ -404,12 +432,20 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     ///
     /// # Errors
     /// As [`Self::step`].
-    pub fn step_on_rows(&mut self, rows: &[usize], num_generations: usize) -> Result<StepReport, TrainError> {
+    pub fn step_on_rows(
+        &mut self,
+        rows: &[usize],
+        num_generations: usize,
+    ) -> Result<StepReport, TrainError> {
         let cfg = self.cfg.clone();
         let sd = &cfg.sdpo;
         let w = sd.distillation_weight;
         let t_step = Instant::now();
-        let temperature = if self.sampling.is_greedy() { 1.0 } else { self.sampling.temperature };
+        let temperature = if self.sampling.is_greedy() {
+            1.0
+        } else {
+            self.sampling.temperature
+        };
         let dev = self.device.clone();
 
         // 1. Rollout.
@@ -421,7 +457,11 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         let mut groups = Vec::new();
         for (g, &row) in rows.iter().enumerate() {
             let msgs = self.row_messages(row)?;
-            let ids = self.encode_prompt(&msgs, cfg.max_prompt_len, &format!("dataset row {row} prompt"))?;
+            let ids = self.encode_prompt(
+                &msgs,
+                cfg.max_prompt_len,
+                &format!("dataset row {row} prompt"),
+            )?;
             for _ in 0..num_generations {
                 messages.push(msgs.clone());
                 prompt_ids.push(ids.clone());
@@ -431,13 +471,20 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         }
         let n = prompt_ids.len();
         let (p_ids, p_mask) = left_pad::<B::InnerBackend>(&prompt_ids, self.pad_id, &dev);
-        let gen = generate(&inner, p_ids.clone(), p_mask.clone(), &self.sampling, self.pad_id, &mut self.rng)?;
+        let gen = generate(
+            &inner,
+            p_ids.clone(),
+            p_mask.clone(),
+            &self.sampling,
+            self.pad_id,
+            &mut self.rng,
+        )?;
         let texts = self.decode_all(&gen.tokens)?;
         let time_rollout = t0.elapsed().as_secs_f64();
 
         // 2. Reward.
         let t0 = Instant::now();
-        let scored = self.score(&sample_rows, &messages, &texts, &gen.tokens);
+        let scored = self.score(&sample_rows, &texts, &gen.tokens);
         let scores: Vec<f64> = scored.iter().map(|s| s.0).collect();
         let failures = scored.iter().filter(|s| s.2).count();
         let time_reward = t0.elapsed().as_secs_f64();
@@ -462,7 +509,12 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                     .tokenizer
                     .encode(&text, false)
                     .map_err(tok_err(format!("teacher prompt of sample {i}")))?;
-                teacher_ids.push(truncate(ids, sd.max_reprompt_len, sd.reprompt_truncation, i)?);
+                teacher_ids.push(truncate(
+                    ids,
+                    sd.max_reprompt_len,
+                    sd.reprompt_truncation,
+                    i,
+                )?);
                 teacher_texts.push(text);
             } else {
                 teacher_ids.push(prompt_ids[i].clone());
@@ -472,16 +524,28 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
 
         // Batch tensors (inner backend): student and teacher inputs share the response tokens.
         let r = gen.response_ids.dims()[1];
-        let (s_ids, s_mask) =
-            concat_prompt_response(p_ids, p_mask, gen.response_ids.clone(), gen.response_mask.clone());
+        let (s_ids, s_mask) = concat_prompt_response(
+            p_ids,
+            p_mask,
+            gen.response_ids.clone(),
+            gen.response_mask.clone(),
+        );
         let (tp_ids, tp_mask) = left_pad::<B::InnerBackend>(&teacher_ids, self.pad_id, &dev);
-        let (t_ids, t_mask) =
-            concat_prompt_response(tp_ids, tp_mask, gen.response_ids.clone(), gen.response_mask.clone());
+        let (t_ids, t_mask) = concat_prompt_response(
+            tp_ids,
+            tp_mask,
+            gen.response_ids.clone(),
+            gen.response_mask.clone(),
+        );
         let sd_mask = Tensor::<B::InnerBackend, 1>::from_data(
             TensorData::new(plan.self_distillation_mask.clone(), [n]),
             &dev,
         );
-        let micro = if cfg.micro_batch_size == 0 { n } else { cfg.micro_batch_size };
+        let micro = if cfg.micro_batch_size == 0 {
+            n
+        } else {
+            cfg.micro_batch_size
+        };
 
         // Old log-probs, before the first update (IS clip and GRPO).
         let t0 = Instant::now();
@@ -497,7 +561,10 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                     r,
                     Some(temperature),
                 )?;
-                parts.push(response_log_probs(logits, gen.response_ids.clone().select(0, idx)));
+                parts.push(response_log_probs(
+                    logits,
+                    gen.response_ids.clone().select(0, idx),
+                ));
             }
             Some(Tensor::cat(parts, 0))
         } else {
@@ -560,12 +627,22 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 let batch = TrainBatch {
                     ids: Tensor::from_inner(s_ids.clone().select(0, idx.clone())),
                     mask: Tensor::from_inner(s_mask.clone().select(0, idx.clone())),
-                    response_ids: Tensor::from_inner(gen.response_ids.clone().select(0, idx.clone())),
-                    response_mask: Tensor::from_inner(gen.response_mask.clone().select(0, idx.clone())),
-                    self_distillation_mask: Tensor::from_inner(sd_mask.clone().select(0, idx.clone())),
+                    response_ids: Tensor::from_inner(
+                        gen.response_ids.clone().select(0, idx.clone()),
+                    ),
+                    response_mask: Tensor::from_inner(
+                        gen.response_mask.clone().select(0, idx.clone()),
+                    ),
+                    self_distillation_mask: Tensor::from_inner(
+                        sd_mask.clone().select(0, idx.clone()),
+                    ),
                     teacher,
-                    old_log_probs: old_log_probs.as_ref().map(|t| Tensor::from_inner(t.clone().select(0, idx.clone()))),
-                    advantages: advantages.as_ref().map(|t| Tensor::from_inner(t.clone().select(0, idx.clone()))),
+                    old_log_probs: old_log_probs
+                        .as_ref()
+                        .map(|t| Tensor::from_inner(t.clone().select(0, idx.clone()))),
+                    advantages: advantages
+                        .as_ref()
+                        .map(|t| Tensor::from_inner(t.clone().select(0, idx.clone()))),
                     settings: settings.clone(),
                 };
                 let out = TrainStep::step(&self.policy, batch);
@@ -589,7 +666,10 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 self.policy = self.policy.clone().optimize(&mut self.optim, lr, grads);
             } else {
                 skipped += 1;
-                tracing::warn!(step = self.step + 1, "non-finite loss or gradient norm: optimizer step skipped");
+                tracing::warn!(
+                    step = self.step + 1,
+                    "non-finite loss or gradient norm: optimizer step skipped"
+                );
             }
             time_update += t0.elapsed().as_secs_f64();
         }
@@ -603,14 +683,28 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
 
         // Metrics and warnings.
         let mut m = Metrics::new();
-        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let mean = |v: &[f64]| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
         let reward_mean = mean(&scores);
-        let reward_std = (scores.iter().map(|s| (s - reward_mean).powi(2)).sum::<f64>() / n.max(1) as f64).sqrt();
+        let reward_std = (scores
+            .iter()
+            .map(|s| (s - reward_mean).powi(2))
+            .sum::<f64>()
+            / n.max(1) as f64)
+            .sqrt();
         let lengths: Vec<f64> = gen.tokens.iter().map(|t| t.len() as f64).collect();
         let total_tokens: f64 = lengths.iter().sum();
         let time_total = t_step.elapsed().as_secs_f64();
         m.insert("step".into(), self.step as f64);
-        m.insert(names::LOSS.into(), mean(&items.iter().map(|i| i.loss).collect::<Vec<_>>()));
+        m.insert(
+            names::LOSS.into(),
+            mean(&items.iter().map(|i| i.loss).collect::<Vec<_>>()),
+        );
         let opt_mean = |f: fn(&StepItem) -> Option<f64>| {
             let v: Vec<f64> = items.iter().filter_map(f).collect();
             (!v.is_empty()).then(|| mean(&v))
@@ -638,7 +732,10 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
             "response_length/max".into(),
             lengths.iter().copied().fold(0.0, f64::max),
         );
-        m.insert(names::TOKENS_PER_SECOND.into(), total_tokens / time_total.max(1e-9));
+        m.insert(
+            names::TOKENS_PER_SECOND.into(),
+            total_tokens / time_total.max(1e-9),
+        );
         for (k, v) in plan.metrics.named() {
             m.insert(k.into(), v);
         }
@@ -651,8 +748,16 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
 
         let mut warnings = Vec::new();
         let signal = plan.self_distillation_mask.iter().any(|&x| x > 0.0);
-        self.health.steps_without_signal = if signal { 0 } else { self.health.steps_without_signal + 1 };
-        self.health.steps_with_flat_rewards = if reward_std > 0.0 { 0 } else { self.health.steps_with_flat_rewards + 1 };
+        self.health.steps_without_signal = if signal {
+            0
+        } else {
+            self.health.steps_without_signal + 1
+        };
+        self.health.steps_with_flat_rewards = if reward_std > 0.0 {
+            0
+        } else {
+            self.health.steps_with_flat_rewards + 1
+        };
         let k = cfg.warn_after_steps;
         if k > 0 && w > 0.0 && self.health.steps_without_signal >= k {
             warnings.push(format!(
@@ -669,8 +774,14 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         for w in &warnings {
             tracing::warn!(step = self.step, "{w}");
         }
-        m.insert("warning/steps_without_teacher_signal".into(), self.health.steps_without_signal as f64);
-        m.insert("warning/steps_with_flat_rewards".into(), self.health.steps_with_flat_rewards as f64);
+        m.insert(
+            "warning/steps_without_teacher_signal".into(),
+            self.health.steps_without_signal as f64,
+        );
+        m.insert(
+            "warning/steps_with_flat_rewards".into(),
+            self.health.steps_with_flat_rewards as f64,
+        );
 
         let samples = (0..n)
             .map(|i| SampleRecord {
@@ -700,18 +811,33 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         let name = checkpoint::step_dir_name(self.step);
         let p = |f: &str| dir.join(&name).join(f);
         let weights = match &self.policy.lora {
-            Some(lora) => checkpoint::encode_record::<B, _>(lora.clone().into_record(), &p("adapters.mpk"))?,
-            None => checkpoint::encode_record::<B, _>(self.policy.lm.clone().into_record(), &p("model.mpk"))?,
+            Some(lora) => {
+                checkpoint::encode_record::<B, _>(lora.clone().into_record(), &p("adapters.mpk"))?
+            }
+            None => checkpoint::encode_record::<B, _>(
+                self.policy.lm.clone().into_record(),
+                &p("model.mpk"),
+            )?,
         };
         let optim = checkpoint::encode_record::<B, _>(self.optim.to_record(), &p("optimizer.mpk"))?;
         let mut files: Vec<(&str, Vec<u8>)> = vec![
-            (if self.policy.lora.is_some() { "adapters.mpk" } else { "model.mpk" }, weights),
+            (
+                if self.policy.lora.is_some() {
+                    "adapters.mpk"
+                } else {
+                    "model.mpk"
+                },
+                weights,
+            ),
             ("optimizer.mpk", optim),
         ];
         if let Some(tw) = self.teacher.weights() {
             files.push((
                 "teacher.mpk",
-                checkpoint::encode_record::<B::InnerBackend, _>(tw.clone().into_record(), &p("teacher.mpk"))?,
+                checkpoint::encode_record::<B::InnerBackend, _>(
+                    tw.clone().into_record(),
+                    &p("teacher.mpk"),
+                )?,
             ));
         }
         let state = TrainerState {
@@ -746,11 +872,14 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
             path: state_path.clone(),
             source,
         })?;
-        let state: TrainerState = serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Mismatch {
-            path: state_path.clone(),
-            reason: format!("not a trainer state: {e}"),
-        })?;
-        if state.lora != self.policy.lora.is_some() || state.teacher_mode != self.cfg.sdpo.teacher_mode.as_str() {
+        let state: TrainerState =
+            serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Mismatch {
+                path: state_path.clone(),
+                reason: format!("not a trainer state: {e}"),
+            })?;
+        if state.lora != self.policy.lora.is_some()
+            || state.teacher_mode != self.cfg.sdpo.teacher_mode.as_str()
+        {
             return Err(CheckpointError::Mismatch {
                 path: state_path,
                 reason: format!(
@@ -781,8 +910,10 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         let rec = checkpoint::read_record::<B, _>(&path.join("optimizer.mpk"), &dev)?;
         self.optim = self.optim.clone().load_record(rec);
         if let Some(tw) = self.teacher.weights().cloned() {
-            let rec = checkpoint::read_record::<B::InnerBackend, _>(&path.join("teacher.mpk"), &dev)?;
-            self.teacher.set_weights(Some(TeacherWeights::load_record(tw, rec)));
+            let rec =
+                checkpoint::read_record::<B::InnerBackend, _>(&path.join("teacher.mpk"), &dev)?;
+            self.teacher
+                .set_weights(Some(TeacherWeights::load_record(tw, rec)));
         }
         self.schedule = LrScheduler::load_record::<B>(self.schedule.clone(), state.schedule_steps);
         self.sampler = self.dataset.resume_sampler(state.sampler)?;
@@ -794,7 +925,12 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
 }
 
 /// Applies `max_reprompt_len` with the configured truncation side.
-fn truncate(mut ids: Vec<u32>, max: usize, side: RepromptTruncation, sample: usize) -> Result<Vec<u32>, TrainError> {
+fn truncate(
+    mut ids: Vec<u32>,
+    max: usize,
+    side: RepromptTruncation,
+    sample: usize,
+) -> Result<Vec<u32>, TrainError> {
     if ids.len() <= max {
         return Ok(ids);
     }
@@ -836,7 +972,10 @@ fn index_tensor<B: Backend>(rows: &[usize], device: &Device<B>) -> Tensor<B, 1, 
 }
 
 #[allow(dead_code)]
-fn _assert_bool_select<B: Backend>(t: Tensor<B, 2, Bool>, i: Tensor<B, 1, Int>) -> Tensor<B, 2, Bool> {
+fn _assert_bool_select<B: Backend>(
+    t: Tensor<B, 2, Bool>,
+    i: Tensor<B, 1, Int>,
+) -> Tensor<B, 2, Bool> {
     t.select(0, i)
 }
 
@@ -854,9 +993,17 @@ mod tests {
     #[test]
     fn truncation_sides() {
         let ids = vec![1, 2, 3, 4];
-        assert_eq!(truncate(ids.clone(), 2, RepromptTruncation::Left, 0).unwrap(), vec![3, 4]);
-        assert_eq!(truncate(ids.clone(), 2, RepromptTruncation::Right, 0).unwrap(), vec![1, 2]);
-        let e = truncate(ids, 2, RepromptTruncation::Error, 7).unwrap_err().to_string();
+        assert_eq!(
+            truncate(ids.clone(), 2, RepromptTruncation::Left, 0).unwrap(),
+            vec![3, 4]
+        );
+        assert_eq!(
+            truncate(ids.clone(), 2, RepromptTruncation::Right, 0).unwrap(),
+            vec![1, 2]
+        );
+        let e = truncate(ids, 2, RepromptTruncation::Error, 7)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sample 7") && e.contains("4 tokens"), "{e}");
     }
 }

@@ -11,7 +11,25 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use serde_json::{Map, Value};
+
 use crate::dataset::Row;
+use crate::reward::{Reward, RewardError, RewardInput, RewardOutput};
+
+impl Reward for Task {
+    fn name(&self) -> &str {
+        Task::name(*self)
+    }
+
+    fn score(&self, input: &RewardInput<'_>) -> Result<RewardOutput, RewardError> {
+        input.field("answer")?;
+        let (score, feedback) = self.check_fields(input.row, input.completion);
+        Ok(match feedback {
+            Some(f) => RewardOutput::with_feedback(score, f),
+            None => RewardOutput::new(score),
+        })
+    }
+}
 
 /// A built-in task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,7 +61,9 @@ impl Task {
                 let mut rows = Vec::new();
                 for a in 0..20u32 {
                     for b in 0..20u32 {
-                        rows.push(Row::new(format!("{a}+{b}=")).with_field("answer", (a + b).to_string()));
+                        rows.push(
+                            Row::new(format!("{a}+{b}=")).with_field("answer", (a + b).to_string()),
+                        );
                     }
                 }
                 rows
@@ -54,7 +74,9 @@ impl Task {
                 let mut seen = std::collections::BTreeSet::new();
                 while rows.len() < 400 {
                     let len = rng.random_range(3..=5);
-                    let digits: String = (0..len).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect();
+                    let digits: String = (0..len)
+                        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+                        .collect();
                     if !seen.insert(digits.clone()) {
                         continue;
                     }
@@ -84,7 +106,19 @@ impl Task {
 
     /// Score (1 or 0) and feedback for a completion of `row`.
     pub fn check(self, row: &Row, completion: &str) -> (f64, Option<String>) {
-        let answer = row.fields.get("answer").and_then(|v| v.as_str()).unwrap_or_default();
+        self.check_fields(&row.fields, completion)
+    }
+
+    /// [`Self::check`] given the row's fields (`answer`, and `digits` for sorting).
+    pub fn check_fields(
+        self,
+        fields: &Map<String, Value>,
+        completion: &str,
+    ) -> (f64, Option<String>) {
+        let answer = fields
+            .get("answer")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         let given = completion.trim();
         if given == answer {
             return (1.0, None);
@@ -92,7 +126,10 @@ impl Task {
         match self {
             Task::Addition => (0.0, None),
             Task::SortDigits => {
-                let digits = row.fields.get("digits").and_then(|v| v.as_str()).unwrap_or_default();
+                let digits = fields
+                    .get("digits")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
                 (0.0, Some(sort_feedback(digits, given)))
             }
         }
@@ -102,7 +139,8 @@ impl Task {
 /// Explains why `given` is not `digits` sorted, without writing the sorted string.
 fn sort_feedback(digits: &str, given: &str) -> String {
     if given.is_empty() {
-        return "The answer is empty: write the digits of the input in increasing order.".to_string();
+        return "The answer is empty: write the digits of the input in increasing order."
+            .to_string();
     }
     if let Some(c) = given.chars().find(|c| !c.is_ascii_digit()) {
         return format!("The answer contains {c:?}, which is not a digit: write only digits.");
@@ -166,14 +204,22 @@ mod tests {
             let answer = row.fields["answer"].as_str().unwrap();
             assert_eq!(Task::SortDigits.check(row, answer).0, 1.0);
             let digits = row.fields["digits"].as_str().unwrap();
-            for wrong in [digits.to_string(), String::new(), format!("{answer}9"), "x".repeat(3)] {
+            for wrong in [
+                digits.to_string(),
+                String::new(),
+                format!("{answer}9"),
+                "x".repeat(3),
+            ] {
                 if wrong == answer {
                     continue;
                 }
                 let (score, fb) = Task::SortDigits.check(row, &wrong);
                 assert_eq!(score, 0.0);
                 let fb = fb.unwrap();
-                assert!(!fb.contains(answer) || answer.len() == 1, "{fb} reveals {answer}");
+                assert!(
+                    !fb.contains(answer) || answer.len() == 1,
+                    "{fb} reveals {answer}"
+                );
             }
         }
         assert!(sort_feedback("312", "132").contains("positions 2 and 3"));

@@ -51,15 +51,21 @@ pub fn char_tokenizer() -> Result<Tokenizer, TokenizerError> {
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
                   "ignore_merges": false, "vocab": vocab, "merges": []}
     });
-    let inner: tokenizers::Tokenizer = json
-        .to_string()
-        .parse()
-        .map_err(|e: tokenizers::Error| TokenizerError::Encode {
-            len: 0,
-            start: "<built-in tokenizer>".to_string(),
-            message: e.to_string(),
-        })?;
-    Tokenizer::from_parts(inner, Some(CHAT_TEMPLATE.to_string()), None, Some(EOS.to_string()))?.with_pad_token(PAD)
+    let inner: tokenizers::Tokenizer =
+        json.to_string()
+            .parse()
+            .map_err(|e: tokenizers::Error| TokenizerError::Encode {
+                len: 0,
+                start: "<built-in tokenizer>".to_string(),
+                message: e.to_string(),
+            })?;
+    Tokenizer::from_parts(
+        inner,
+        Some(CHAT_TEMPLATE.to_string()),
+        None,
+        Some(EOS.to_string()),
+    )?
+    .with_pad_token(PAD)
 }
 
 #[cfg(test)]
@@ -79,7 +85,10 @@ mod tests {
         let mut with_eos = ids.clone();
         with_eos.push(eos);
         assert_eq!(tok.decode(&with_eos, true).unwrap(), text);
-        assert_eq!(tok.encode("a<eos>", false).unwrap(), vec![ids_of(&tok, 'a'), eos]);
+        assert_eq!(
+            tok.encode("a<eos>", false).unwrap(),
+            vec![ids_of(&tok, 'a'), eos]
+        );
     }
 
     fn ids_of(tok: &Tokenizer, c: char) -> u32 {
@@ -89,7 +98,14 @@ mod tests {
     #[test]
     fn chat_template_renders_turns() {
         let tok = char_tokenizer().unwrap();
-        let msgs = [ChatMessage::user("3+4="), ChatMessage::assistant("7"), ChatMessage::user("1+1=")];
-        assert_eq!(tok.apply_chat_template(&msgs, true).unwrap(), "3+4=\n> 7<eos>\n1+1=\n> ");
+        let msgs = [
+            ChatMessage::user("3+4="),
+            ChatMessage::assistant("7"),
+            ChatMessage::user("1+1="),
+        ];
+        assert_eq!(
+            tok.apply_chat_template(&msgs, true).unwrap(),
+            "3+4=\n> 7<eos>\n1+1=\n> "
+        );
     }
 }

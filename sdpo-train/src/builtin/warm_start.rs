@@ -10,6 +10,7 @@
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ElementConversion;
 use burn::tensor::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -18,7 +19,9 @@ use rand_chacha::ChaCha8Rng;
 use sdpo_core::reprompt::{teacher_prompt, SampleOutcome};
 use sdpo_core::{ChatMessage, SdpoConfig};
 use sdpo_models::generate::left_pad;
-use sdpo_models::scoring::{concat_prompt_response, response_log_probs, response_logits, ScoringError};
+use sdpo_models::scoring::{
+    concat_prompt_response, response_log_probs, response_logits, ScoringError,
+};
 use sdpo_models::{CausalLm, Tokenizer, TokenizerError};
 
 use super::tasks::Task;
@@ -71,7 +74,12 @@ pub fn sft_examples(
     let mut out = Vec::new();
     for (rank, &i) in order.iter().enumerate() {
         let row = &rows[i];
-        let answer = row.fields.get("answer").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let answer = row
+            .fields
+            .get("answer")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
         let mut target = tokenizer.encode(&answer, false)?;
         target.extend(eos);
         let messages = row.prompt.to_messages();
@@ -125,14 +133,24 @@ pub fn sft_examples(
 /// a neighbour swap.
 fn wrong_attempt(task: Task, row: &Row, rng: &mut ChaCha8Rng) -> String {
     use rand::Rng;
-    let answer = row.fields.get("answer").and_then(|v| v.as_str()).unwrap_or_default();
+    let answer = row
+        .fields
+        .get("answer")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
     match task {
         Task::Addition => {
             let n: i64 = answer.parse().unwrap_or(0);
-            (n + if rng.random_bool(0.5) { 1 } else { -1 }).abs().to_string()
+            (n + if rng.random_bool(0.5) { 1 } else { -1 })
+                .abs()
+                .to_string()
         }
         Task::SortDigits => {
-            let digits = row.fields.get("digits").and_then(|v| v.as_str()).unwrap_or_default();
+            let digits = row
+                .fields
+                .get("digits")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let mut c: Vec<char> = answer.chars().collect();
             match rng.random_range(0..3) {
                 0 if digits != answer => digits.to_string(),
@@ -180,9 +198,13 @@ pub fn sft_loss<B: AutodiffBackend>(
         }
     }
     let n = batch.len();
-    let resp = Tensor::<B, 2, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(ids, [n, r]), device);
+    let resp = Tensor::<B, 2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(ids, [n, r]),
+        device,
+    );
     let resp_mask = Tensor::<B, 2>::from_data(burn::tensor::TensorData::new(mask, [n, r]), device);
-    let (all_ids, all_mask) = concat_prompt_response(p_ids, p_mask, resp.clone(), resp_mask.clone());
+    let (all_ids, all_mask) =
+        concat_prompt_response(p_ids, p_mask, resp.clone(), resp_mask.clone());
     let logits = response_logits(model, all_ids, all_mask, r, None)?;
     let lp = response_log_probs(logits, resp);
     Ok((lp * resp_mask.clone()).sum().neg() / resp_mask.sum().clamp_min(1.0))
@@ -203,7 +225,9 @@ pub fn warm_start<B: AutodiffBackend>(
     device: &Device<B>,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<(CausalLm<B>, Vec<f64>), ScoringError> {
-    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, CausalLm<B>>();
+    let mut optim = AdamWConfig::new()
+        .with_weight_decay(0.0)
+        .init::<B, CausalLm<B>>();
     let mut losses = Vec::with_capacity(steps);
     if examples.is_empty() {
         return Ok((model, losses));
@@ -215,7 +239,7 @@ pub fn warm_start<B: AutodiffBackend>(
             .collect();
         cursor = (cursor + batch.len()) % examples.len();
         let loss = sft_loss(&model, &batch, pad_id, device)?;
-        let value = loss.clone().into_scalar().to_f64();
+        let value = loss.clone().into_scalar().elem::<f64>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(learning_rate, model, grads);
         losses.push(value);
