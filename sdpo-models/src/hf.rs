@@ -6,6 +6,10 @@
 //! with [`CastFloat`] (f16 / bf16 / f32 → the backend's float dtype) → merge the per-file
 //! results → fail on anything missing, unused or misshapen, naming the file and the tensor.
 //!
+//! The apply-and-check half of that pipeline ([`load_adapter`], [`WeightTally`]) is shared with
+//! the GGUF loader in [`crate::load`], whose dequantized tensors carry the same Hugging Face
+//! names and layout.
+//!
 //! No keys are renamed: module fields carry the checkpoint names. The only checkpoint keys
 //! allowed to go unused are:
 //!
@@ -26,13 +30,16 @@ use burn_store::{
 use serde::Deserialize;
 
 use crate::arch::{CausalLm, ConfigError, HfConfig, ModelConfig};
+use crate::gguf::GgufError;
+use crate::tokenizer::TokenizerError;
 
 /// Name of the single-file checkpoint in a HF folder.
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// Name of the shard index of a sharded HF checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
-/// Why a Hugging Face folder could not be loaded. Every variant names the file concerned.
+/// Why a model (a Hugging Face folder or a GGUF file) could not be loaded. Every variant names
+/// the file concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// A file could not be read.
@@ -51,10 +58,10 @@ pub enum LoadError {
         /// The parser error (with line and column).
         source: serde_json::Error,
     },
-    /// `config.json` describes a model this crate does not support.
+    /// `config.json` (or a GGUF file's metadata) describes a model this crate does not support.
     #[error("{}: {source}", file.display())]
     Config {
-        /// The `config.json` path.
+        /// The `config.json` path, or the GGUF file.
         file: PathBuf,
         /// What is unsupported.
         source: ConfigError,
@@ -74,12 +81,14 @@ pub enum LoadError {
         source: SafetensorsStoreError,
     },
     /// A tensor's shape differs from what the configuration implies (checkpoint layout,
-    /// i.e. `[out, in]` for linear weights).
+    /// i.e. `[out, in]` for linear weights; for GGUF files the row-major shape, which is the
+    /// GGUF dims reversed).
     #[error("{}: tensor `{tensor}` has shape {found:?}, expected {expected:?}", file.display())]
     ShapeMismatch {
-        /// The safetensors file.
+        /// The safetensors or GGUF file.
         file: PathBuf,
-        /// Checkpoint key.
+        /// The tensor's name in that file (`model.layers.0.mlp.up_proj.weight`,
+        /// `blk.0.ffn_up.weight`).
         tensor: String,
         /// Shape the model needs.
         expected: Vec<usize>,
@@ -89,9 +98,9 @@ pub enum LoadError {
     /// A tensor could not be decoded or converted.
     #[error("{}: tensor `{tensor}`: {message}", file.display())]
     Tensor {
-        /// The safetensors file.
+        /// The safetensors or GGUF file.
         file: PathBuf,
-        /// Checkpoint key.
+        /// The tensor's name in that file.
         tensor: String,
         /// What went wrong.
         message: String,
@@ -99,20 +108,54 @@ pub enum LoadError {
     /// Tensors the model needs are in no file.
     #[error("{}: missing tensors: {}", file.display(), tensors.join(", "))]
     MissingTensors {
-        /// The single file or the shard index.
+        /// The single file, the shard index or the GGUF file.
         file: PathBuf,
-        /// Checkpoint keys, sorted.
+        /// The tensors' names as that file would spell them, sorted.
         tensors: Vec<String>,
     },
     /// A file holds tensors that belong to no parameter (wrong architecture or config).
     #[error("{}: unused tensors (no such parameter in a {model_type} model): {}", file.display(), tensors.join(", "))]
     UnusedTensors {
-        /// The safetensors file.
+        /// The safetensors or GGUF file.
         file: PathBuf,
         /// The resolved `model_type`.
         model_type: String,
-        /// Checkpoint keys, sorted.
+        /// The tensors' names in that file, sorted.
         tensors: Vec<String>,
+    },
+    /// A GGUF file is malformed or describes something unsupported (the error names the file
+    /// and the metadata key or tensor).
+    #[error("{source}")]
+    Gguf {
+        /// The reader's error.
+        #[from]
+        source: GgufError,
+    },
+    /// The tokenizer stored with the model could not be built.
+    #[error("{}: tokenizer: {source}", path.display())]
+    Tokenizer {
+        /// The model folder or GGUF file.
+        path: PathBuf,
+        /// What went wrong.
+        source: TokenizerError,
+    },
+    /// The tokenizer produces ids the model has no embedding for.
+    #[error("{}: the tokenizer has {tokenizer_vocab} tokens but the model only {model_vocab} (vocab_size): ids past {model_vocab} would have no embedding", path.display())]
+    VocabMismatch {
+        /// The model folder or GGUF file.
+        path: PathBuf,
+        /// Tokens the tokenizer knows, added tokens included.
+        tokenizer_vocab: usize,
+        /// Rows of the model's embedding matrix.
+        model_vocab: usize,
+    },
+    /// The path is neither a Hugging Face model folder nor a GGUF file.
+    #[error("{}: not a model: expected a Hugging Face model folder (config.json, model.safetensors, tokenizer.json) or a GGUF file (extension .gguf or magic bytes \"GGUF\"), found {found}", path.display())]
+    UnknownFormat {
+        /// The path given.
+        path: PathBuf,
+        /// What is there instead (e.g. the first bytes of the file).
+        found: String,
     },
 }
 
@@ -145,6 +188,17 @@ impl ModuleAdapter for CastFloat {
 #[derive(Deserialize)]
 struct ShardIndex {
     weight_map: std::collections::BTreeMap<String, String>,
+}
+
+/// The float dtype of the backend's tensors on `device` (what loaded weights are cast to).
+pub fn float_dtype<B: Backend>(device: &Device<B>) -> DType {
+    Tensor::<B, 1>::zeros([1], device).dtype()
+}
+
+/// The adapter both loaders apply to every tensor: Hugging Face (PyTorch) layout to Burn's
+/// ([`PyTorchToBurnAdapter`] transposes `Linear` weights), then [`CastFloat`] to `dtype`.
+pub fn load_adapter(dtype: DType) -> impl ModuleAdapter {
+    PyTorchToBurnAdapter.chain(CastFloat(dtype))
 }
 
 /// Reads and resolves `<dir>/config.json`.
@@ -188,7 +242,7 @@ pub fn weight_files(dir: &Path) -> Result<(Vec<PathBuf>, PathBuf), LoadError> {
 
 /// Loads a Hugging Face model folder: `config.json` plus `model.safetensors` or a sharded
 /// `model.safetensors.index.json` with its shards. Weights stored as f32, f16 or bf16 are cast
-/// to the backend's float dtype.
+/// to the backend's float dtype. (The tokenizer is not read; [`crate::load::load`] loads both.)
 ///
 /// # Errors
 /// [`LoadError`] naming the file and, for weights, the tensor with expected and found shapes;
@@ -200,12 +254,24 @@ pub fn load_hf_dir<B: Backend>(
 ) -> Result<CausalLm<B>, LoadError> {
     let dir = path.as_ref();
     let config = load_hf_config(dir)?;
-    let (files, blame) = weight_files(dir)?;
-    let mut model = CausalLm::<B>::new(&config, device);
-    let float_dtype = Tensor::<B, 1>::zeros([1], device).dtype();
+    load_hf_weights(dir, &config, device)
+}
 
-    let mut applied = BTreeSet::new();
-    let mut missing = BTreeSet::new();
+/// Builds the model of `config` on `device` and loads the safetensors weights of folder `dir`
+/// into it (the second half of [`load_hf_dir`]).
+///
+/// # Errors
+/// As [`load_hf_dir`], minus the `config.json` errors.
+pub fn load_hf_weights<B: Backend>(
+    dir: &Path,
+    config: &ModelConfig,
+    device: &Device<B>,
+) -> Result<CausalLm<B>, LoadError> {
+    let (files, blame) = weight_files(dir)?;
+    let mut model = CausalLm::<B>::new(config, device);
+    let float_dtype = float_dtype::<B>(device);
+
+    let mut tally = WeightTally::default();
     for file in &files {
         if !file.is_file() {
             return Err(LoadError::Io {
@@ -217,7 +283,7 @@ pub fn load_hf_dir<B: Backend>(
             });
         }
         let mut store = SafetensorsStore::from_file(file.clone())
-            .with_from_adapter(PyTorchToBurnAdapter.chain(CastFloat(float_dtype)))
+            .with_from_adapter(load_adapter(float_dtype))
             .allow_partial(true)
             .validate(false);
         let result = model
@@ -226,18 +292,66 @@ pub fn load_hf_dir<B: Backend>(
                 file: file.clone(),
                 source,
             })?;
-        check_file_result(&model, file, &result)?;
-        applied.extend(result.applied);
-        missing.extend(result.missing.into_iter().map(|(path, _)| path));
+        tally.record(&model, file, result, &|name| name.to_string())?;
     }
-    let missing: Vec<String> = missing.difference(&applied).cloned().collect();
-    if !missing.is_empty() {
-        return Err(LoadError::MissingTensors {
-            file: blame,
-            tensors: missing,
-        });
-    }
+    tally.finish(blame, &|name| name.to_string())?;
     Ok(model)
+}
+
+/// The outcome of applying one or more weight files to a model, checked file by file: the one
+/// piece of code that decides what counts as a loading error, for safetensors and GGUF alike.
+///
+/// Tensor names in the model are Hugging Face names; the `spell` functions given to
+/// [`WeightTally::record`] and [`WeightTally::finish`] turn one into the name the file uses
+/// (the identity for safetensors, `blk.N.*` for GGUF), so errors quote the file.
+#[derive(Debug, Default)]
+pub struct WeightTally {
+    applied: BTreeSet<String>,
+    missing: BTreeSet<String>,
+}
+
+impl WeightTally {
+    /// Checks one file's [`ApplyResult`] (from [`ModuleSnapshot::load_from`] or
+    /// [`ModuleSnapshot::apply`] with [`load_adapter`]) and remembers what it provided.
+    ///
+    /// # Errors
+    /// [`LoadError::ShapeMismatch`] (in the file's `[out, in]` layout),
+    /// [`LoadError::Tensor`] for undecodable data, [`LoadError::UnusedTensors`] for tensors
+    /// that match no parameter (a stored tied `lm_head.weight` and `rotary_emb.inv_freq`
+    /// buffers excepted).
+    pub fn record<B: Backend>(
+        &mut self,
+        model: &CausalLm<B>,
+        file: &Path,
+        result: ApplyResult,
+        spell: &dyn Fn(&str) -> String,
+    ) -> Result<(), LoadError> {
+        check_file_result(model, file, &result, spell)?;
+        self.applied.extend(result.applied);
+        self.missing
+            .extend(result.missing.into_iter().map(|(path, _)| path));
+        Ok(())
+    }
+
+    /// Fails if a parameter was provided by no file; `blame` is the file named in the error
+    /// (the single file, the shard index or the GGUF file).
+    ///
+    /// # Errors
+    /// [`LoadError::MissingTensors`] with the names as `spell` writes them, sorted.
+    pub fn finish(self, blame: PathBuf, spell: &dyn Fn(&str) -> String) -> Result<(), LoadError> {
+        let missing: BTreeSet<String> = self
+            .missing
+            .difference(&self.applied)
+            .map(|name| spell(name))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(LoadError::MissingTensors {
+            file: blame,
+            tensors: missing.into_iter().collect(),
+        })
+    }
 }
 
 /// Turns one file's apply errors and unused keys into a [`LoadError`].
@@ -245,6 +359,7 @@ fn check_file_result<B: Backend>(
     model: &CausalLm<B>,
     file: &Path,
     result: &ApplyResult,
+    spell: &dyn Fn(&str) -> String,
 ) -> Result<(), LoadError> {
     if let Some(error) = result.errors.first() {
         return Err(match error {
@@ -261,7 +376,7 @@ fn check_file_result<B: Backend>(
                 }
                 LoadError::ShapeMismatch {
                     file: file.to_path_buf(),
-                    tensor: path.clone(),
+                    tensor: spell(path),
                     expected,
                     found,
                 }
@@ -270,7 +385,7 @@ fn check_file_result<B: Backend>(
             | ApplyError::AdapterError { path, .. }
             | ApplyError::LoadError { path, .. } => LoadError::Tensor {
                 file: file.to_path_buf(),
-                tensor: path.clone(),
+                tensor: spell(path),
                 message: error.to_string(),
             },
         });
@@ -281,7 +396,7 @@ fn check_file_result<B: Backend>(
         .iter()
         .filter(|key| !(tied && key.as_str() == "lm_head.weight"))
         .filter(|key| !key.ends_with("rotary_emb.inv_freq"))
-        .cloned()
+        .map(|key| spell(key))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();

@@ -39,6 +39,6 @@ mod tests;
 pub use config::GgufModelConfig;
 pub use dequant::GgmlType;
 pub use error::GgufError;
-pub use names::{hf_tensor_name, unpermute_qk, HfTensor};
+pub use names::{gguf_tensor_name, hf_tensor_name, unpermute_qk, HfTensor};
 pub use reader::{GgufFile, MetadataValue, TensorData, TensorInfo};
 pub use tokenizer_meta::GgufTokenizerMeta;

@@ -50,6 +50,26 @@ pub fn hf_tensor_name(gguf_name: &str) -> Option<String> {
     Some(format!("{hf}.{suffix}"))
 }
 
+/// The GGUF name of Hugging Face tensor `hf_name`, the inverse of [`hf_tensor_name`]
+/// (`model.layers.3.mlp.up_proj.weight` → `blk.3.ffn_up.weight`), or `None` for names
+/// outside the table.
+pub fn gguf_tensor_name(hf_name: &str) -> Option<String> {
+    let (stem, suffix) = hf_name.rsplit_once('.')?;
+    if suffix != "weight" && suffix != "bias" {
+        return None;
+    }
+    if let Some(rest) = stem.strip_prefix("model.layers.") {
+        let (layer, part) = rest.split_once('.')?;
+        if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let (gguf, _) = BLOCK_NAMES.iter().find(|(_, h)| *h == part)?;
+        return Some(format!("blk.{layer}.{gguf}.{suffix}"));
+    }
+    let (gguf, _) = GLOBAL_NAMES.iter().find(|(_, h)| *h == stem)?;
+    Some(format!("{gguf}.{suffix}"))
+}
+
 /// Whether llama.cpp permuted the q/k projection rows of this architecture
 /// (`convert_hf_to_gguf.py` does it for `llama`, whose GGUF RoPE is the
 /// interleaved kind; Qwen2/Qwen3 keep Hugging Face's half-split layout).
@@ -226,6 +246,16 @@ mod tests {
         ];
         for (gguf, hf) in cases {
             assert_eq!(hf_tensor_name(gguf).as_deref(), Some(hf), "{gguf}");
+            assert_eq!(gguf_tensor_name(hf).as_deref(), Some(gguf), "{hf}");
+        }
+        for unknown in [
+            "model.rotary_emb.inv_freq",
+            "model.layers.x.mlp.up_proj.weight",
+            "model.layers.0.mlp.up_proj",
+            "model.layers.0.mlp.fc.weight",
+            "",
+        ] {
+            assert_eq!(gguf_tensor_name(unknown), None, "{unknown}");
         }
         for unknown in [
             "rope_freqs.weight",
