@@ -156,6 +156,23 @@ pub enum TokenizerError {
         /// What was given instead.
         found: String,
     },
+    /// A file could not be written.
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `tokenizers` pipeline could not be serialized to `tokenizer.json`.
+    #[error("{path}: cannot serialize the tokenizer: {message}")]
+    Serialize {
+        /// The file being written.
+        path: PathBuf,
+        /// The library's message.
+        message: String,
+    },
 }
 
 /// A tokenizer: the `tokenizers` pipeline plus the special tokens, stop ids and
@@ -199,6 +216,13 @@ const DEFAULT_TEMPLATE: &str = "default";
 
 fn read_to_string(path: &Path) -> Result<String, TokenizerError> {
     std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TokenizerError> {
+    std::fs::write(path, bytes).map_err(|source| TokenizerError::Write {
         path: path.to_path_buf(),
         source,
     })
@@ -731,5 +755,69 @@ impl Tokenizer {
     /// The underlying `tokenizers` pipeline.
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
+    }
+
+    /// `tokenizer_config.json` as transformers reads it: the special tokens, the chat
+    /// template(s) (a string, or a list of `{"name", "template"}` when there are several) and
+    /// `clean_up_tokenization_spaces: false` (this tokenizer's `decode` does no clean-up).
+    pub fn hf_tokenizer_config(&self) -> Json {
+        let mut config = serde_json::Map::new();
+        config.insert("tokenizer_class".into(), "PreTrainedTokenizerFast".into());
+        for (key, token) in [
+            ("bos_token", &self.bos),
+            ("eos_token", &self.eos),
+            ("pad_token", &self.pad),
+            ("unk_token", &self.unk),
+        ] {
+            if let Some(token) = token {
+                config.insert(key.into(), token.clone().into());
+            }
+        }
+        config.insert("clean_up_tokenization_spaces".into(), false.into());
+        let named: Vec<(&String, &ChatTemplate)> = self.named_templates.iter().collect();
+        match named.as_slice() {
+            [] => {}
+            [(_, only)] => {
+                config.insert("chat_template".into(), only.source().into());
+            }
+            many => {
+                let list = many
+                    .iter()
+                    .map(|(name, t)| serde_json::json!({"name": name, "template": t.source()}))
+                    .collect();
+                config.insert("chat_template".into(), Json::Array(list));
+            }
+        }
+        Json::Object(config)
+    }
+
+    /// Writes `tokenizer.json` and `tokenizer_config.json` (see
+    /// [`Tokenizer::hf_tokenizer_config`]) into `dir`, which must exist, replacing files of
+    /// those names. [`Tokenizer::from_hf_dir`] on the folder gives back the same ids, special
+    /// tokens and chat templates (stop ids beyond the eos token live in
+    /// `generation_config.json`, which the caller writes).
+    ///
+    /// # Errors
+    /// [`TokenizerError::Serialize`] or [`TokenizerError::Write`] naming the file.
+    pub fn save_hf_files(&self, dir: impl AsRef<Path>) -> Result<(), TokenizerError> {
+        let dir = dir.as_ref();
+        let tokenizer_path = dir.join("tokenizer.json");
+        let text = self
+            .inner
+            .to_string(false)
+            .map_err(|e| TokenizerError::Serialize {
+                path: tokenizer_path.clone(),
+                message: e.to_string(),
+            })?;
+        write_file(&tokenizer_path, text.as_bytes())?;
+        let config_path = dir.join("tokenizer_config.json");
+        let mut text = serde_json::to_string_pretty(&self.hf_tokenizer_config()).map_err(|e| {
+            TokenizerError::Serialize {
+                path: config_path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        text.push('\n');
+        write_file(&config_path, text.as_bytes())
     }
 }

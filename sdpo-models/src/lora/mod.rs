@@ -49,6 +49,7 @@ pub use adapter::{project, AttentionLora, LayerLora, LoraAdapter, LoraSet, MlpLo
 pub use config::{LoraConfig, TARGET_MODULES};
 pub use error::LoraError;
 pub use merge::merge;
+pub(crate) use peft::temp_path;
 pub use peft::{peft_key, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 pub use size::{materialize, param_bytes};
 pub use view::{LoraModel, WithLora};
