@@ -28,7 +28,7 @@ use sdpo_core::{metrics as names, ChatMessage, RepromptTruncation, TeacherMode};
 use sdpo_models::generate::{
     generate, left_pad, sampler_rng, GenerationError, SamplerRng, SamplingParams,
 };
-use sdpo_models::lora::LoraSet;
+use sdpo_models::lora::{materialize, LoraSet};
 use sdpo_models::scoring::{
     concat_prompt_response, response_log_probs, response_logits, ScoringError,
 };
@@ -194,10 +194,13 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     ) -> Result<Self, TrainError> {
         cfg.validate()?;
         B::seed(device, cfg.seed);
+        // A lazily initialized weight cloned into the teacher would draw its own values.
+        materialize(&model);
         let policy = match &cfg.lora {
             Some(lora_cfg) => {
                 let set = LoraSet::new(lora_cfg, &model.config, device)
                     .map_err(|e| TrainError::Lora(e.to_string()))?;
+                materialize(&set);
                 Policy::with_lora(model, set)
             }
             None => Policy::full(model),
