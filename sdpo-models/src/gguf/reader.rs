@@ -488,7 +488,7 @@ impl GgufFile {
     ///
     /// # Errors
     /// [`GgufError::MissingTensor`], or [`GgufError::UnsupportedGgmlType`] for
-    /// types [`dequantize`](super::dequant::dequantize) does not handle.
+    /// types [`super::dequant::dequantize`] does not handle.
     pub fn dequantize(&self, name: &str) -> Result<TensorData, GgufError> {
         let bytes = self.tensor_bytes(name)?;
         let info = &self.tensors[self.by_name[name]];
