@@ -207,7 +207,7 @@ fn kv_cache_path_feeds_one_token_per_step() {
     let model = model("qwen2_bf16");
     let rec = Recording::new(&model);
     let prompts = prompts(&[6, 3], 256, 2);
-    let g = run(&rec, &prompts, &SamplingParams::default().with_max(5), 3);
+    let g = run(&rec, &prompts, &sampling(5), 3);
     assert_eq!(g.tokens.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5]);
     // Prefill of the 6-column batch, then one new column per step with the cache growing;
     // the fifth token needs no further call.
@@ -219,17 +219,11 @@ fn kv_cache_path_feeds_one_token_per_step() {
     assert_eq!(*rec.logits_calls.borrow(), vec![1; 5]);
 }
 
-/// `SamplingParams` with another `max_new_tokens`, for brevity.
-trait WithMax {
-    fn with_max(self, n: usize) -> Self;
-}
-
-impl WithMax for SamplingParams {
-    fn with_max(self, n: usize) -> Self {
-        Self {
-            max_new_tokens: n,
-            ..self
-        }
+/// Plain sampling (temperature 1, no filters) of `max_new_tokens` tokens.
+fn sampling(max_new_tokens: usize) -> SamplingParams {
+    SamplingParams {
+        max_new_tokens,
+        ..Default::default()
     }
 }
 
@@ -237,7 +231,7 @@ impl WithMax for SamplingParams {
 fn same_seed_same_samples_different_seed_differs() {
     let model = model("qwen2_bf16");
     let prompts = prompts(&[4, 7, 1], 256, 3);
-    let params = SamplingParams::default().with_max(16);
+    let params = sampling(16);
     let (ids, mask) = left_pad::<B>(&prompts, PAD, &Default::default());
     let mut rng_a = sampler_rng(7);
     let mut rng_b = sampler_rng(7);
@@ -267,7 +261,7 @@ fn same_seed_same_samples_different_seed_differs() {
 fn stop_ids_end_rows_and_leave_other_rows_unchanged() {
     let model = model("qwen2_bf16");
     let prompts = prompts(&[3, 5, 2, 6], 256, 4);
-    let free = SamplingParams::default().with_max(10);
+    let free = sampling(10);
     let seed = 21;
     let full = run(&model, &prompts, &free, seed);
     // Stop on a token row 0 samples at step >= 2 that it had not sampled before.
@@ -340,7 +334,7 @@ fn max_new_tokens_is_respected() {
     let model = model("qwen3_f16");
     let prompts = prompts(&[3, 1], 256, 6);
     for n in [1, 4] {
-        let g = run(&model, &prompts, &SamplingParams::default().with_max(n), 9);
+        let g = run(&model, &prompts, &sampling(n), 9);
         assert!(g.tokens.iter().all(|t| t.len() == n));
         assert_eq!(g.stopped, vec![false, false]);
         assert_eq!(g.response_ids.dims(), [2, n]);
@@ -633,7 +627,7 @@ fn bad_generation_inputs_are_typed_errors() {
         let (ids, mask) = left_pad::<B>(prompts, PAD, &device);
         generate(&model, ids, mask, params, pad, &mut sampler_rng(0))
     };
-    let ok = SamplingParams::default().with_max(2);
+    let ok = sampling(2);
     assert!(matches!(
         gen(&[], &ok, PAD),
         Err(GenerationError::EmptyBatch)
@@ -670,7 +664,7 @@ fn bad_generation_inputs_are_typed_errors() {
             ..
         })
     ));
-    assert!(gen(&[vec![1; 127]], &ok.clone().with_max(1), PAD).is_ok());
+    assert!(gen(&[vec![1; 127]], &sampling(1), PAD).is_ok());
 }
 
 /// A decoder whose logits are all NaN.
