@@ -316,17 +316,17 @@ impl Dataset {
         for &i in &order[..held_out] {
             is_held_out[i] = true;
         }
-        let (held, train): (Vec<(usize, &Row)>, Vec<(usize, &Row)>) = self
-            .rows
-            .iter()
-            .enumerate()
-            .partition(|(i, _)| is_held_out[*i]);
-        let collect = |part: Vec<(usize, &Row)>| Dataset {
-            rows: part.into_iter().map(|(_, r)| r.clone()).collect(),
-        };
+        let (mut train, mut held) = (Vec::new(), Vec::new());
+        for (row, is_held) in self.rows.iter().zip(is_held_out) {
+            if is_held {
+                held.push(row.clone());
+            } else {
+                train.push(row.clone());
+            }
+        }
         Ok(Split {
-            train: collect(train),
-            held_out: collect(held),
+            train: Dataset { rows: train },
+            held_out: Dataset { rows: held },
         })
     }
 

@@ -1,28 +1,5 @@
 //! External-command rewards: any program (a unit-test runner, a compiler, a
 //! proof checker) scores a completion and explains what went wrong.
-//!
-//! # Protocol
-//! The program receives ONE JSON object on stdin, followed by a newline:
-//!
-//! ```text
-//! {"prompt": "…" | [{"role": "…", "content": "…"}, …],
-//!  "completion": "…", "completion_ids": [1, 2, …], "row": {"answer": …, …}}
-//! ```
-//!
-//! (`prompt` as in the dataset, `row` the dataset row's other fields) and
-//! writes ONE JSON object on stdout, nothing else:
-//!
-//! ```text
-//! {"score": 0.0, "feedback": "test_parse failed: expected 3, got 2"}
-//! ```
-//!
-//! `feedback` may be `null` or left out; other keys are an error. The program
-//! must exit with status 0: a failed check is a low score with feedback, a
-//! non-zero exit is a crash of the verifier (a sample failure whose message
-//! quotes the end of stderr). After `timeout` the program is killed — on Unix
-//! with every process of its process group, so test runners' children go too —
-//! and the sample fails with "timed out after …". A background process that
-//! keeps stdout or stderr open past the timeout counts as a timeout as well.
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -50,8 +27,41 @@ const STDERR_QUOTE: usize = 2000;
 /// Characters of a bad stdout quoted in errors.
 const STDOUT_QUOTE: usize = 500;
 
-/// Runs an external program per completion (see the [module docs](self) for
-/// the protocol). Thread-safe: each call starts its own process.
+/// Runs an external program per completion. Thread-safe: each call starts
+/// its own process.
+///
+/// # Protocol
+/// The program receives ONE JSON object on stdin, followed by a newline:
+///
+/// ```text
+/// {"prompt": "…" | [{"role": "…", "content": "…"}, …],
+///  "completion": "…", "completion_ids": [1, 2, …], "row": {"answer": …, …}}
+/// ```
+///
+/// (`prompt` as in the dataset, `row` the dataset row's other fields) and
+/// writes ONE JSON object on stdout, nothing else:
+///
+/// ```text
+/// {"score": 0.0, "feedback": "test_parse failed: expected 3, got 2"}
+/// ```
+///
+/// `feedback` may be `null` or left out; other keys are an error. The program
+/// must exit with status 0: a failed check is a low score with feedback, a
+/// non-zero exit is a crash of the verifier (a sample failure whose message
+/// quotes the end of stderr). After `timeout` the program is killed — on Unix
+/// with every process of its process group, so test runners' children go too —
+/// and the sample fails with "timed out after …". A background process that
+/// keeps stdout or stderr open past the timeout counts as a timeout as well.
+///
+/// A minimal verifier in Python:
+///
+/// ```text
+/// import json, sys
+/// task = json.load(sys.stdin)
+/// ok = task["completion"].strip() == str(task["row"]["answer"])
+/// print(json.dumps({"score": 1.0 if ok else 0.0,
+///                   "feedback": None if ok else "the answer is not correct"}))
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandReward {
     program: PathBuf,

@@ -1,18 +1,4 @@
 //! Rewards as configuration data (RON or JSON), built into [`Rewards`].
-//!
-//! In a RON config, a list of [`RewardConfig`]s:
-//!
-//! ```ron
-//! rewards: [
-//!     (reward: NumericMatch(field: "answer")),
-//!     (reward: Regex(pattern: r"\\boxed\{", feedback: Some("put the final answer in \\boxed{}")),
-//!      weight: 0.1, name: Some("format")),
-//!     (reward: Command(program: "python3", args: ["verify.py"], timeout_secs: 10.0)),
-//! ]
-//! ```
-//!
-//! Every field but the variant's required ones (`pattern`, `program`) has a
-//! default; unknown fields are errors.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +15,20 @@ use super::weighted::Rewards;
 use super::{Reward, RewardBuildError};
 
 /// One weighted reward of a config.
+///
+/// In a RON config, a list of [`RewardConfig`]s:
+///
+/// ```ron
+/// rewards: [
+///     (reward: NumericMatch(field: "answer")),
+///     (reward: Regex(pattern: r"\\boxed\{", feedback: Some("put the final answer in \\boxed{}")),
+///      weight: 0.1, name: Some("format")),
+///     (reward: Command(program: "python3", args: ["verify.py"], timeout_secs: 10.0)),
+/// ]
+/// ```
+///
+/// Every field but the variant's required ones (`pattern`, `program`) has a
+/// default; unknown fields are errors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewardConfig {
