@@ -141,3 +141,43 @@ pub fn response_topk<B: Backend>(
 pub fn gather_logits<B: Backend>(logits: Tensor<B, 3>, indices: Tensor<B, 3, Int>) -> Tensor<B, 3> {
     logits.gather(2, indices)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+
+    type B = NdArray<f32>;
+
+    #[test]
+    fn concat_appends_the_response_and_thresholds_its_mask() {
+        let device = Default::default();
+        let (ids, mask) = concat_prompt_response(
+            Tensor::<B, 2, Int>::from_data([[0, 5], [6, 7]], &device),
+            Tensor::<B, 2, Bool>::from_data([[false, true], [true, true]], &device),
+            Tensor::<B, 2, Int>::from_data([[8, 0], [9, 10]], &device),
+            Tensor::<B, 2>::from_data([[1.0, 0.0], [1.0, 1.0]], &device),
+        );
+        let ids: Vec<i64> = ids.into_data().iter::<i64>().collect();
+        let mask: Vec<bool> = mask.into_data().iter::<bool>().collect();
+        assert_eq!(ids, vec![0, 5, 8, 0, 6, 7, 9, 10]);
+        assert_eq!(mask, vec![false, true, true, false, true, true, true, true]);
+    }
+
+    #[test]
+    fn topk_and_log_probs_on_a_hand_made_row() {
+        let device = Default::default();
+        let logits = Tensor::<B, 3>::from_data([[[1.0, 3.0, 0.0, 2.0]]], &device);
+        let (values, indices) = response_topk(logits.clone(), 2);
+        let values: Vec<f32> = values.into_data().iter::<f32>().collect();
+        let indices: Vec<i64> = indices.into_data().iter::<i64>().collect();
+        assert_eq!((values, indices), (vec![3.0, 2.0], vec![1, 3]));
+        let ids = Tensor::<B, 2, Int>::from_data([[3]], &device);
+        let lp: Vec<f32> = response_log_probs(logits, ids)
+            .into_data()
+            .iter::<f32>()
+            .collect();
+        let lse = (1f64.exp() + 3f64.exp() + 1.0 + 2f64.exp()).ln();
+        assert!((f64::from(lp[0]) - (2.0 - lse)).abs() < 1e-6);
+    }
+}
