@@ -1,0 +1,154 @@
+//! Exports every tiny fixture model (`sdpo-models/tests/fixtures/models/`) with a merged random
+//! LoRA as a Hugging Face folder, and writes what `scripts/check_export.py` compares against
+//! transformers: our logits on a fixed left-padded batch, our token ids and chat-template
+//! renderings.
+//!
+//! ```sh
+//! cargo run -p sdpo-models --example export_check -- TOKENIZER_DIR OUT_DIR [EXTRA_TOKENIZER_DIR]
+//! ```
+//!
+//! - `TOKENIZER_DIR`: a HF tokenizer folder with at most 256 tokens (the fixtures' vocabulary),
+//!   exported with every model;
+//! - `OUT_DIR`: receives `<fixture>/` (the export), `<fixture>.ours.json` (ids, mask, logits)
+//!   and `tokenizer.ours.json`;
+//! - `EXTRA_TOKENIZER_DIR` (optional): a real tokenizer written back with
+//!   `Tokenizer::save_hf_files` into `OUT_DIR/extra_tokenizer/`, with its ids in
+//!   `extra_tokenizer.ours.json`.
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use burn::backend::NdArray;
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
+use sdpo_models::export::export_hf_dir;
+use sdpo_models::lora::{merge, LoraConfig, LoraSet};
+use sdpo_models::{load_hf_dir, ChatMessage, Tokenizer};
+use serde_json::json;
+
+type B = NdArray<f32>;
+
+const FIXTURES: [&str; 5] = [
+    "llama3_rope",
+    "llama_tied_sharded",
+    "mistral_window",
+    "qwen2_bf16",
+    "qwen3_f16",
+];
+
+/// Texts whose ids are compared with transformers'.
+const TEXTS: [&str; 5] = [
+    "the string is interesting",
+    "Hello, world! 123 ¿qué? naïve café",
+    "<|im_start|>user\nhi there<|im_end|>\n",
+    "  leading spaces and\ttabs\n\nnew lines",
+    "emoji 🙂 and 日本語",
+];
+
+/// Replaces every float parameter by uniform noise in `[-0.2, 0.2]`.
+struct Randomize;
+
+impl<Bk: Backend> ModuleMapper<Bk> for Randomize {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<Bk, D>>) -> Param<Tensor<Bk, D>> {
+        param.map(|t| Tensor::random(t.shape(), Distribution::Uniform(-0.2, 0.2), &t.device()))
+    }
+}
+
+fn conversation() -> Vec<ChatMessage> {
+    let msg = |role: &str, content: &str| ChatMessage {
+        role: role.into(),
+        content: content.into(),
+    };
+    vec![
+        msg("system", "Be brief."),
+        msg("user", "What is 2 + 2?"),
+        msg("assistant", "4"),
+        msg("user", "And the string \"interesting\"?"),
+    ]
+}
+
+/// Ids of [`TEXTS`] (without and with special tokens) and the chat template's rendering.
+fn tokenizer_report(tok: &Tokenizer) -> Result<serde_json::Value, Box<dyn Error>> {
+    let mut texts = Vec::new();
+    for text in TEXTS {
+        texts.push(json!({
+            "text": text,
+            "ids": tok.encode(text, false)?,
+            "ids_special": tok.encode(text, true)?,
+        }));
+    }
+    let chat = match tok.chat_template() {
+        Some(_) => Some(tok.apply_chat_template(&conversation(), true)?),
+        None => None,
+    };
+    Ok(json!({
+        "texts": texts,
+        "conversation": conversation().iter().map(|m| json!({"role": m.role, "content": m.content})).collect::<Vec<_>>(),
+        "chat": chat,
+        "eos_token_ids": tok.eos_token_ids(),
+    }))
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), Box<dyn Error>> {
+    std::fs::write(path, serde_json::to_string(value)?)?;
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [tokenizer_dir, out, rest @ ..] = args.as_slice() else {
+        return Err("usage: export_check TOKENIZER_DIR OUT_DIR [EXTRA_TOKENIZER_DIR]".into());
+    };
+    let out = PathBuf::from(out);
+    std::fs::create_dir_all(&out)?;
+    let tok = Tokenizer::from_hf_dir(tokenizer_dir)?;
+    write_json(&out.join("tokenizer.ours.json"), &tokenizer_report(&tok)?)?;
+
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let device = Default::default();
+    // A left-padded batch: the second row has two padding tokens.
+    let (b, s) = (2, 7);
+    let ids: Vec<i64> = vec![5, 17, 200, 3, 9, 64, 128, 0, 0, 12, 250, 7, 1, 99];
+    let mask: Vec<bool> = (0..b * s).map(|i| !(i == s || i == s + 1)).collect();
+    for (n, name) in FIXTURES.iter().enumerate() {
+        let base = load_hf_dir::<B>(fixtures.join(name), &device)?;
+        B::seed(&device, 100 + n as u64);
+        let lora_config = LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            ..Default::default()
+        };
+        let lora = LoraSet::<B>::new(&lora_config, &base.config, &device)?.map(&mut Randomize);
+        let merged = merge(&base, &lora)?;
+        let dir = out.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        export_hf_dir(&merged, &tok, &dir)?;
+        let logits = merged.forward_logits(
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [b, s]), &device),
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(mask.clone(), [b, s]), &device),
+        );
+        let shape = logits.dims();
+        let values = logits.into_data().to_vec::<f32>()?;
+        write_json(
+            &out.join(format!("{name}.ours.json")),
+            &json!({"ids": ids, "mask": mask, "shape": shape, "logits": values}),
+        )?;
+        println!("exported {name} to {}", dir.display());
+    }
+
+    if let Some(extra) = rest.first() {
+        let extra_tok = Tokenizer::from_hf_dir(extra)?;
+        let dir = out.join("extra_tokenizer");
+        std::fs::create_dir_all(&dir)?;
+        extra_tok.save_hf_files(&dir)?;
+        write_json(
+            &out.join("extra_tokenizer.ours.json"),
+            &tokenizer_report(&extra_tok)?,
+        )?;
+        println!("wrote {extra} back to {}", dir.display());
+    }
+    Ok(())
+}
