@@ -22,3 +22,4 @@ pub mod lora;
 pub mod scoring;
 pub use arch::{CausalDecoder, CausalLm, KvCache, ModelConfig};
 pub use hf::{load_hf_dir, LoadError};
+pub use load::{load, Loaded, ModelSource};

@@ -36,7 +36,7 @@ use sdpo_models::{CausalLm, Tokenizer, TokenizerError};
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::TrainConfig;
-use crate::dataset::{Dataset, DatasetError, PromptSampler, SamplerState};
+use crate::dataset::{Dataset, DatasetError, PromptSampler, Row, SamplerState};
 use crate::grad_norm::clip_global_norm;
 use crate::metrics_log::Metrics;
 use crate::policy::{Policy, StepItem, StepSettings, TeacherSignal, TrainBatch};
@@ -328,42 +328,48 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         }
     }
 
-    /// Samples completions with the current policy for the given dataset rows, `n` per row, and
-    /// scores them (no training). Used by evaluation and test-time self-distillation.
+    /// Samples `n` completions per row with the current policy and scores them, without
+    /// training (evaluation, held-out success, test-time search). `rows` need not belong to
+    /// the training dataset; [`SampleRecord::row`] is the index into `rows`. Draws from `rng`,
+    /// not from the trainer's own generator, so evaluating does not change training.
     ///
     /// # Errors
-    /// As [`Self::step`]'s rollout and reward phases.
+    /// As [`Self::step`]'s rollout phase.
     pub fn sample_and_score(
-        &mut self,
-        rows: &[usize],
+        &self,
+        rows: &[Row],
         n: usize,
         params: &SamplingParams,
+        rng: &mut SamplerRng,
     ) -> Result<Vec<SampleRecord>, TrainError> {
         let inner = self.policy.valid();
-        let mut prompts = Vec::new();
-        for &row in rows {
-            let msgs = self.row_messages(row)?;
+        let mut prompt_ids = Vec::new();
+        let mut of_row = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
             let ids = self.encode_prompt(
-                &msgs,
+                &row.prompt.to_messages(),
                 self.cfg.max_prompt_len,
-                &format!("dataset row {row} prompt"),
+                &format!("evaluation row {r} prompt"),
             )?;
             for _ in 0..n {
-                prompts.push((row, msgs.clone(), ids.clone()));
+                prompt_ids.push(ids.clone());
+                of_row.push(r);
             }
         }
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.2.clone()).collect();
-        let (p_ids, p_mask) = left_pad::<B::InnerBackend>(&ids, self.pad_id, &self.device);
+        if prompt_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (p_ids, p_mask) = left_pad::<B::InnerBackend>(&prompt_ids, self.pad_id, &self.device);
         let mut params = params.clone();
         params.stop_token_ids = self.sampling.stop_token_ids.clone();
-        let gen = generate(&inner, p_ids, p_mask, &params, self.pad_id, &mut self.rng)?;
+        let gen = generate(&inner, p_ids, p_mask, &params, self.pad_id, rng)?;
         let texts = self.decode_all(&gen.tokens)?;
-        let rows_of: Vec<usize> = prompts.iter().map(|p| p.0).collect();
-        let scored = self.score(&rows_of, &texts, &gen.tokens);
+        let row_refs: Vec<&Row> = of_row.iter().map(|&r| &rows[r]).collect();
+        let scored = self.score(&row_refs, &texts, &gen.tokens);
         Ok((0..texts.len())
             .map(|i| SampleRecord {
-                row: rows_of[i],
-                group: i / n.max(1),
+                row: of_row[i],
+                group: of_row[i],
                 completion: texts[i].clone(),
                 score: scored[i].0,
                 feedback: scored[i].1.clone(),
@@ -398,13 +404,13 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     /// Weighted rewards per sample: (score, feedback, failed).
     fn score(
         &self,
-        rows: &[usize],
+        rows: &[&Row],
         texts: &[String],
         tokens: &[Vec<u32>],
     ) -> Vec<(f64, Option<String>, bool)> {
         let inputs: Vec<RewardInput<'_>> = (0..texts.len())
             .map(|i| {
-                let row = &self.dataset.rows()[rows[i]];
+                let row = rows[i];
                 RewardInput {
                     prompt: &row.prompt,
                     completion: &texts[i],
@@ -487,7 +493,8 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
 
         // 2. Reward.
         let t0 = Instant::now();
-        let scored = self.score(&sample_rows, &texts, &gen.tokens);
+        let row_refs: Vec<&Row> = sample_rows.iter().map(|&r| &self.dataset.rows()[r]).collect();
+        let scored = self.score(&row_refs, &texts, &gen.tokens);
         let scores: Vec<f64> = scored.iter().map(|s| s.0).collect();
         let failures = scored.iter().filter(|s| s.2).count();
         let time_reward = t0.elapsed().as_secs_f64();

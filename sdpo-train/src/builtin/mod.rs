@@ -1,6 +1,7 @@
 //! What `sdpo train` runs with nothing downloaded: a character-level tokenizer, a small
 //! Llama-architecture model and verifiable tasks.
 
+pub mod job;
 pub mod tasks;
 pub mod tokenizer;
 pub mod warm_start;

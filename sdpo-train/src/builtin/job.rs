@@ -1,0 +1,159 @@
+//! The built-in job: warm-start the built-in model on a built-in task, then train it with
+//! SDPO (or GRPO) and measure held-out success. `sdpo train` with no arguments runs this; the
+//! trainer's "reward rises" test runs a shorter version.
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use sdpo_models::generate::{sampler_rng, SamplingParams};
+
+use super::tasks::Task;
+use super::warm_start::{sft_examples, warm_start, WarmStartMix};
+use super::{char_tokenizer, init_model, tiny_model_config};
+use crate::dataset::{Dataset, Row};
+use crate::reward::Rewards;
+use crate::trainer::{SdpoTrainer, TrainError};
+use crate::TrainConfig;
+
+/// The supervised warm start before RL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmStartConfig {
+    /// AdamW steps. Default 400.
+    pub steps: usize,
+    /// Examples per step. Default 32.
+    pub batch_size: usize,
+    /// Learning rate. Default 3e-3.
+    pub learning_rate: f64,
+    /// Fraction of training problems whose plain answer is taught (the rest only appear as
+    /// demonstrations or with feedback). Default 0.5.
+    pub plain_fraction: f64,
+    /// Teach the reprompt format with a correct demonstration. Default true.
+    pub with_demonstration: bool,
+    /// Teach the reprompt format with feedback on a wrong attempt. Default true.
+    pub with_feedback: bool,
+}
+
+impl Default for WarmStartConfig {
+    fn default() -> Self {
+        Self {
+            steps: 400,
+            batch_size: 32,
+            learning_rate: 3e-3,
+            plain_fraction: 0.5,
+            with_demonstration: true,
+            with_feedback: true,
+        }
+    }
+}
+
+/// The built-in task setup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BuiltinJobConfig {
+    /// The task. Default `addition`.
+    pub task: Task,
+    /// Problems held out for measuring success. Default 60.
+    pub held_out: usize,
+    /// The warm start.
+    pub warm_start: WarmStartConfig,
+}
+
+impl Default for BuiltinJobConfig {
+    fn default() -> Self {
+        Self {
+            task: Task::Addition,
+            held_out: 60,
+            warm_start: WarmStartConfig::default(),
+        }
+    }
+}
+
+/// A trainer on the warm-started built-in model, and the held-out problems.
+pub struct BuiltinJob<B: AutodiffBackend> {
+    /// The trainer (dataset: the task's training problems; reward: the task's verifier).
+    pub trainer: SdpoTrainer<B>,
+    /// Problems never trained on.
+    pub held_out: Vec<Row>,
+    /// Warm-start loss per step.
+    pub warm_start_losses: Vec<f64>,
+}
+
+/// Builds the built-in model (seeded by `train.seed`), warm-starts it on `job.task` and wraps
+/// it in a trainer. `on_warm_step(step, loss)` reports warm-start progress.
+///
+/// # Errors
+/// [`TrainError`] if the configuration is invalid or a prompt cannot be tokenized.
+pub fn builtin_job<B: AutodiffBackend>(
+    job: &BuiltinJobConfig,
+    train: TrainConfig,
+    device: &Device<B>,
+    on_warm_step: impl FnMut(usize, f64),
+) -> Result<BuiltinJob<B>, TrainError> {
+    train.validate()?;
+    let tokenizer = char_tokenizer().map_err(|source| TrainError::Tokenizer {
+        context: "built-in tokenizer".into(),
+        source,
+    })?;
+    B::seed(device, train.seed);
+    let model = init_model::<B>(&tiny_model_config(tokenizer.vocab_size()), device);
+    let (rows, held_out) = job.task.split(job.held_out, train.seed);
+    let w = &job.warm_start;
+    let examples = sft_examples(
+        job.task,
+        &rows,
+        &tokenizer,
+        &train.sdpo,
+        WarmStartMix {
+            plain_fraction: w.plain_fraction,
+            with_demonstration: w.with_demonstration,
+            with_feedback: w.with_feedback,
+        },
+        train.seed,
+    )
+    .map_err(|source| TrainError::Tokenizer {
+        context: "warm-start examples".into(),
+        source,
+    })?;
+    let pad = tokenizer.pad_token().and_then(|p| tokenizer.token_to_id(p)).unwrap_or(0);
+    let (model, losses) = warm_start(
+        model,
+        &examples,
+        w.steps,
+        w.batch_size,
+        w.learning_rate,
+        pad,
+        device,
+        on_warm_step,
+    )?;
+    let rewards = Rewards::new()
+        .add(job.task, 1.0)
+        .map_err(|e| TrainError::Step(e.to_string()))?;
+    let dataset = Dataset::from_rows(rows)?;
+    let trainer = SdpoTrainer::new(train, model, tokenizer, dataset, rewards, device)?;
+    Ok(BuiltinJob {
+        trainer,
+        held_out,
+        warm_start_losses: losses,
+    })
+}
+
+/// Greedy pass@1 of the current policy on `rows`: the fraction whose greedy completion scores
+/// at least `success_reward_threshold`.
+///
+/// # Errors
+/// As [`SdpoTrainer::sample_and_score`].
+pub fn greedy_success<B: AutodiffBackend>(
+    trainer: &SdpoTrainer<B>,
+    rows: &[Row],
+    max_new_tokens: usize,
+) -> Result<f64, TrainError> {
+    if rows.is_empty() {
+        return Ok(0.0);
+    }
+    let threshold = trainer.config().sdpo.success_reward_threshold;
+    let mut rng = sampler_rng(0);
+    let samples = trainer.sample_and_score(rows, 1, &SamplingParams::greedy(max_new_tokens), &mut rng)?;
+    Ok(samples.iter().filter(|s| s.score >= threshold).count() as f64 / rows.len() as f64)
+}
