@@ -61,11 +61,14 @@ impl<B: Backend> ModuleMapper<B> for HfInit {
             return param;
         }
         let (id, tensor, mapper) = param.consume();
+        // A fresh model trains every weight; a new tensor does not require gradients on an
+        // autodiff backend unless told so.
         let fresh = Tensor::random(
             tensor.shape(),
             Distribution::Normal(0.0, INIT_STD),
             &tensor.device(),
-        );
+        )
+        .require_grad();
         Param::from_mapped_value(id, fresh, mapper)
     }
 }
@@ -100,5 +103,10 @@ mod tests {
             .to_vec::<f32>()
             .unwrap();
         assert!(norm.iter().all(|&x| x == 1.0));
+        // Every weight of a fresh model is trainable.
+        type A = burn::backend::Autodiff<B>;
+        let m = init_model::<A>(&tiny_model_config(99), &device);
+        assert!(m.model.embed_tokens.weight.val().is_require_grad());
+        assert!(m.model.layers[0].mlp.up_proj.weight.val().is_require_grad());
     }
 }

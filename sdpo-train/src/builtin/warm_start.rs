@@ -253,3 +253,32 @@ pub fn warm_start<B: AutodiffBackend>(
 pub fn inference_model<B: AutodiffBackend>(model: &CausalLm<B>) -> CausalLm<B::InnerBackend> {
     model.valid()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin::{char_tokenizer, init_model, tiny_model_config};
+    use burn::backend::{Autodiff, NdArray};
+    use burn::tensor::backend::Backend;
+
+    #[test]
+    fn warm_start_fits_a_few_examples() {
+        type B = Autodiff<NdArray<f32>>;
+        let device = Default::default();
+        NdArray::<f32>::seed(&device, 5);
+        let tok = char_tokenizer().unwrap();
+        let model = init_model::<B>(&tiny_model_config(tok.vocab_size()), &device);
+        let rows: Vec<Row> = Task::Addition.problems().into_iter().take(4).collect();
+        let mix = WarmStartMix {
+            plain_fraction: 1.0,
+            with_demonstration: false,
+            with_feedback: false,
+        };
+        let examples = sft_examples(Task::Addition, &rows, &tok, &SdpoConfig::default(), mix, 0).unwrap();
+        assert_eq!(examples.len(), 4);
+        let (_, losses) = warm_start(model, &examples, 150, 4, 3e-3, 0, &device, |_, _| {}).unwrap();
+        let (first, last) = (losses[0], *losses.last().unwrap());
+        assert!(first > 4.0, "{first}");
+        assert!(last < 0.2, "4 examples are not memorized: loss {first} -> {last}");
+    }
+}
