@@ -4,7 +4,9 @@
 //! `cargo run --release -p sdpo-train --example builtin_sdpo -- [sdpo|grpo] [steps] [task]`
 
 use burn::backend::{Autodiff, NdArray};
-use sdpo_train::builtin::job::{builtin_job, greedy_success, BuiltinJobConfig};
+use sdpo_train::builtin::job::{
+    builtin_job, default_train_config, greedy_success, BuiltinJobConfig,
+};
 use sdpo_train::builtin::Task;
 use sdpo_train::TrainConfig;
 
@@ -16,17 +18,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("sort-digits") => Task::SortDigits,
         _ => Task::Addition,
     };
-    let mut cfg = TrainConfig::default();
-    cfg.steps = steps;
-    cfg.num_generations = 8;
-    cfg.prompts_per_step = 4;
-    cfg.sampling.max_new_tokens = 8;
-    cfg.sdpo.distillation_topk = Some(20);
-    cfg.optimizer.learning_rate = 1e-3;
+    let mut cfg = TrainConfig {
+        steps,
+        ..default_train_config()
+    };
     if algo == "grpo" {
         cfg.sdpo.distillation_weight = 0.0;
     }
-    let job_cfg = BuiltinJobConfig { task, ..BuiltinJobConfig::default() };
+    let job_cfg = BuiltinJobConfig {
+        task,
+        ..BuiltinJobConfig::default()
+    };
     let device = Default::default();
     let t0 = std::time::Instant::now();
     let mut job = builtin_job::<Autodiff<NdArray<f32>>>(&job_cfg, cfg, &device, |s, l| {

@@ -210,10 +210,10 @@ impl TrainConfig {
                 return Err(invalid(field, v, "must be in [0, 1)"));
             }
         }
-        if !(opt.epsilon > 0.0) {
+        if opt.epsilon.is_nan() || opt.epsilon <= 0.0 {
             return Err(invalid("optimizer.epsilon", opt.epsilon, "must be > 0"));
         }
-        if !(opt.weight_decay >= 0.0) {
+        if opt.weight_decay.is_nan() || opt.weight_decay < 0.0 {
             return Err(invalid(
                 "optimizer.weight_decay",
                 opt.weight_decay,
@@ -221,7 +221,7 @@ impl TrainConfig {
             ));
         }
         if let Some(n) = opt.max_grad_norm {
-            if !(n > 0.0) {
+            if n.is_nan() || n <= 0.0 {
                 return Err(invalid(
                     "optimizer.max_grad_norm",
                     n,

@@ -24,6 +24,8 @@ use sdpo_models::scoring::{response_logits, ScoringError};
 use crate::policy::Policy;
 
 /// The teacher's own weights, if it has any.
+// A model copy is far larger than an adapter set by nature; boxing would not save memory.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum TeacherWeights<B: Backend> {
     /// A full model copy (ema / frozen / trust-region reference without LoRA).
@@ -110,7 +112,7 @@ impl<B: Backend> Teacher<B> {
     /// [`TeacherUpdateError`] if the student's parameters do not match the teacher's.
     pub fn update(&mut self, student: &Policy<B>, step: usize) -> Result<bool, TeacherUpdateError> {
         let ema = matches!(self.mode, TeacherMode::Ema | TeacherMode::LoraEma);
-        if !ema || step % self.sync_steps != 0 {
+        if !ema || !step.is_multiple_of(self.sync_steps) {
             return Ok(false);
         }
         self.weights = match self.weights.take() {

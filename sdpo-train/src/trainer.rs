@@ -38,7 +38,7 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::config::TrainConfig;
 use crate::dataset::{Dataset, DatasetError, PromptSampler, Row, SamplerState};
 use crate::grad_norm::clip_global_norm;
-use crate::metrics_log::Metrics;
+use crate::metrics_log::{Metrics, MetricsWriter};
 use crate::policy::{Policy, StepItem, StepSettings, TeacherSignal, TrainBatch};
 use crate::reward::{RewardInput, Rewards};
 use crate::schedule::WarmupSchedule;
@@ -493,7 +493,10 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
 
         // 2. Reward.
         let t0 = Instant::now();
-        let row_refs: Vec<&Row> = sample_rows.iter().map(|&r| &self.dataset.rows()[r]).collect();
+        let row_refs: Vec<&Row> = sample_rows
+            .iter()
+            .map(|&r| &self.dataset.rows()[r])
+            .collect();
         let scored = self.score(&row_refs, &texts, &gen.tokens);
         let scores: Vec<f64> = scored.iter().map(|s| s.0).collect();
         let failures = scored.iter().filter(|s| s.2).count();
@@ -810,6 +813,56 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
             samples,
             warnings,
         })
+    }
+
+    /// Runs the remaining steps (up to `config().steps`), writing each step's metrics to
+    /// `run_dir/metrics.jsonl` (or `.csv`) and to the `tracing` log, a checkpoint to
+    /// `run_dir/checkpoints/` every `checkpoint_every` steps and after the last step, and
+    /// calling `on_step` with each report (e.g. to drive a progress bar or stop early by
+    /// returning `false`).
+    ///
+    /// # Errors
+    /// The first [`TrainError`]; metrics written and checkpoints saved so far stay on disk.
+    pub fn fit(
+        &mut self,
+        run_dir: &Path,
+        mut on_step: impl FnMut(&StepReport) -> bool,
+    ) -> Result<(), TrainError> {
+        let mut writer =
+            MetricsWriter::open(run_dir, self.cfg.metrics_format).map_err(|source| {
+                CheckpointError::Io {
+                    path: run_dir.to_path_buf(),
+                    source,
+                }
+            })?;
+        let checkpoints = run_dir.join("checkpoints");
+        while self.step < self.cfg.steps {
+            let report = self.step()?;
+            writer
+                .write(&report.metrics)
+                .map_err(|source| CheckpointError::Io {
+                    path: writer.path().to_path_buf(),
+                    source,
+                })?;
+            let m = &report.metrics;
+            tracing::info!(
+                step = report.step,
+                reward = m.get(names::REWARD_MEAN).copied().unwrap_or(f64::NAN),
+                loss = m.get(names::LOSS).copied().unwrap_or(f64::NAN),
+                seconds = m.get("time/step").copied().unwrap_or(f64::NAN),
+                "step"
+            );
+            let every = self.cfg.checkpoint_every;
+            let last = self.step == self.cfg.steps;
+            if last || (every > 0 && self.step.is_multiple_of(every)) {
+                self.save_checkpoint(&checkpoints)?;
+            }
+            if !on_step(&report) {
+                self.save_checkpoint(&checkpoints)?;
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Writes a checkpoint of everything a bit-identical resume needs (trainable weights,

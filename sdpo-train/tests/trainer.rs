@@ -121,7 +121,8 @@ fn every_teacher_mode_and_loss_variant_runs_a_finite_step() {
     c.sdpo.teacher_mode = TeacherMode::LoraEma;
     c.lora = Some(LoraConfig::default());
     cases.push(("lora-ema", c));
-    let variants: [(&str, fn(&mut SdpoConfig)); 7] = [
+    type Variant = (&'static str, fn(&mut SdpoConfig));
+    let variants: [Variant; 7] = [
         ("topk-renormalized", |s| s.distillation_add_tail = false),
         ("full-vocabulary", |s| s.distillation_topk = None),
         ("sampled-token", |s| {

@@ -70,6 +70,22 @@ impl Default for BuiltinJobConfig {
     }
 }
 
+/// The training settings of the built-in job (what `sdpo train` runs with no config): the
+/// reference's SDPO defaults except where the tiny model and short answers call for
+/// others — top-20 distillation (vocabulary of 99), 8 new tokens, learning rate 1e-3.
+pub fn default_train_config() -> TrainConfig {
+    let mut cfg = TrainConfig {
+        steps: 60,
+        num_generations: 8,
+        prompts_per_step: 4,
+        ..TrainConfig::default()
+    };
+    cfg.sampling.max_new_tokens = 8;
+    cfg.sdpo.distillation_topk = Some(20);
+    cfg.optimizer.learning_rate = 1e-3;
+    cfg
+}
+
 /// A trainer on the warm-started built-in model, and the held-out problems.
 pub struct BuiltinJob<B: AutodiffBackend> {
     /// The trainer (dataset: the task's training problems; reward: the task's verifier).
@@ -116,17 +132,11 @@ pub fn builtin_job<B: AutodiffBackend>(
         context: "warm-start examples".into(),
         source,
     })?;
-    let pad = tokenizer.pad_token().and_then(|p| tokenizer.token_to_id(p)).unwrap_or(0);
-    let (model, losses) = warm_start(
-        model,
-        &examples,
-        w.steps,
-        w.batch_size,
-        w.learning_rate,
-        pad,
-        device,
-        on_warm_step,
-    )?;
+    let pad = tokenizer
+        .pad_token()
+        .and_then(|p| tokenizer.token_to_id(p))
+        .unwrap_or(0);
+    let (model, losses) = warm_start(model, &examples, w, pad, device, on_warm_step)?;
     let rewards = Rewards::new()
         .add(job.task, 1.0)
         .map_err(|e| TrainError::Step(e.to_string()))?;
@@ -154,6 +164,7 @@ pub fn greedy_success<B: AutodiffBackend>(
     }
     let threshold = trainer.config().sdpo.success_reward_threshold;
     let mut rng = sampler_rng(0);
-    let samples = trainer.sample_and_score(rows, 1, &SamplingParams::greedy(max_new_tokens), &mut rng)?;
+    let samples =
+        trainer.sample_and_score(rows, 1, &SamplingParams::greedy(max_new_tokens), &mut rng)?;
     Ok(samples.iter().filter(|s| s.score >= threshold).count() as f64 / rows.len() as f64)
 }

@@ -24,6 +24,7 @@ use sdpo_models::scoring::{
 };
 use sdpo_models::{CausalLm, Tokenizer, TokenizerError};
 
+use super::job::WarmStartConfig;
 use super::tasks::Task;
 use crate::dataset::Row;
 
@@ -210,21 +211,20 @@ pub fn sft_loss<B: AutodiffBackend>(
     Ok((lp * resp_mask.clone()).sum().neg() / resp_mask.sum().clamp_min(1.0))
 }
 
-/// Trains `model` on `examples` for `steps` AdamW steps of `batch_size` (cycling through the
-/// examples in order), returning the model and the loss of each step.
+/// Trains `model` on `examples` for `cfg.steps` AdamW steps of `cfg.batch_size` (cycling
+/// through the examples in order), returning the model and the loss of each step.
 ///
 /// # Errors
 /// [`ScoringError`] if a batch is malformed.
 pub fn warm_start<B: AutodiffBackend>(
     mut model: CausalLm<B>,
     examples: &[SftExample],
-    steps: usize,
-    batch_size: usize,
-    learning_rate: f64,
+    cfg: &WarmStartConfig,
     pad_id: u32,
     device: &Device<B>,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<(CausalLm<B>, Vec<f64>), ScoringError> {
+    let (steps, batch_size, learning_rate) = (cfg.steps, cfg.batch_size, cfg.learning_rate);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.0)
         .init::<B, CausalLm<B>>();
@@ -274,11 +274,21 @@ mod tests {
             with_demonstration: false,
             with_feedback: false,
         };
-        let examples = sft_examples(Task::Addition, &rows, &tok, &SdpoConfig::default(), mix, 0).unwrap();
+        let examples =
+            sft_examples(Task::Addition, &rows, &tok, &SdpoConfig::default(), mix, 0).unwrap();
         assert_eq!(examples.len(), 4);
-        let (_, losses) = warm_start(model, &examples, 150, 4, 3e-3, 0, &device, |_, _| {}).unwrap();
+        let cfg = WarmStartConfig {
+            steps: 150,
+            batch_size: 4,
+            learning_rate: 3e-3,
+            ..WarmStartConfig::default()
+        };
+        let (_, losses) = warm_start(model, &examples, &cfg, 0, &device, |_, _| {}).unwrap();
         let (first, last) = (losses[0], *losses.last().unwrap());
         assert!(first > 4.0, "{first}");
-        assert!(last < 0.2, "4 examples are not memorized: loss {first} -> {last}");
+        assert!(
+            last < 0.2,
+            "4 examples are not memorized: loss {first} -> {last}"
+        );
     }
 }
