@@ -1,24 +1,120 @@
-//! The `sdpo` command-line trainer.
+//! The `sdpo` command-line trainer: `train`, `eval`, `generate`, `inspect`, `export`.
 //!
-//! The `train`, `eval`, `generate`, `inspect` and `export` commands land with
-//! issue 5; until then every command explains that and exits with status 2.
-use clap::Parser;
+//! `sdpo train` with no arguments trains the built-in model on the built-in addition task on
+//! the CPU (no downloads) and writes a run folder; a RON file describes any other run (see
+//! [`run_config`]). Errors print as `error: ...` with their causes, exit status 1.
+#![warn(missing_docs)]
 
-/// SDPO (Self-Distilled Policy Optimization) for language models.
+pub mod backend;
+pub mod commands;
+pub mod error;
+pub mod job;
+pub mod models;
+pub mod overrides;
+pub mod plot;
+pub mod progress;
+pub mod run_config;
+pub mod run_dir;
+
+use clap::{Parser, Subcommand};
+
+use backend::{dispatch, ensure_compiled, BackendKind};
+use commands::eval::{Eval, EvalArgs};
+use commands::export::{Export, ExportArgs};
+use commands::generate::{Generate, GenerateArgs};
+use commands::inspect::{Inspect, InspectArgs};
+use commands::train::{train, TrainArgs};
+use error::{report, CliError};
+use models::ModelRef;
+
+/// SDPO (Self-Distilled Policy Optimization) for language models, on Burn.
+///
+/// `sdpo train` with no arguments runs the built-in job: a small model learns addition on
+/// the CPU, with a before/after table and a run folder (metrics, plot, checkpoints).
 #[derive(Parser, Debug)]
-#[command(name = "sdpo", version, about)]
+#[command(name = "sdpo", version, about, long_about = None, propagate_version = true)]
 struct Cli {
-    /// The command and its arguments (`train`, `eval`, `generate`, `inspect`, `export`).
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// Compute backend: ndarray (CPU, always built), wgpu or cuda (cargo features of the same
+    /// names). Default: the config's `backend`, else ndarray.
+    #[arg(long, global = true, value_enum)]
+    backend: Option<BackendKind>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model with SDPO (or GRPO); with no CONFIG, the built-in job.
+    Train(TrainArgs),
+    /// Measure pass@k and mean reward of a model on a task or dataset.
+    Eval(EvalArgs),
+    /// Complete one prompt (chat template applied).
+    Generate(GenerateArgs),
+    /// Show a model's architecture, size, tokenizer and chat template.
+    Inspect(InspectArgs),
+    /// Write a model (a run's latest checkpoint, LoRA merged) as a Hugging Face folder.
+    Export(ExportArgs),
+}
+
+fn backend_or_default(flag: Option<BackendKind>) -> Result<BackendKind, CliError> {
+    let kind = flag.unwrap_or_default();
+    ensure_compiled(kind)?;
+    Ok(kind)
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Train(args) => train(args, cli.backend),
+        Command::Eval(args) => {
+            let kind = backend_or_default(cli.backend)?;
+            let report = dispatch(kind, Eval::prepare(args)?)?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::Generate(args) => {
+            let kind = backend_or_default(cli.backend)?;
+            let model = ModelRef::parse(&args.model)?;
+            let text = dispatch(kind, Generate { model, args })?;
+            println!("{text}");
+            Ok(())
+        }
+        Command::Inspect(args) => {
+            let kind = backend_or_default(cli.backend)?;
+            let text = dispatch(kind, Inspect(ModelRef::parse(&args.model)?))?;
+            print!("{text}");
+            Ok(())
+        }
+        Command::Export(args) => {
+            let kind = backend_or_default(cli.backend)?;
+            let model = ModelRef::parse(&args.model)?;
+            let line = dispatch(
+                kind,
+                Export {
+                    model,
+                    out_dir: args.out_dir,
+                },
+            )?;
+            println!("{line}");
+            Ok(())
+        }
+    }
 }
 
 fn main() {
     let cli = Cli::parse();
-    let command = cli.args.first().map(String::as_str).unwrap_or("train");
-    eprintln!(
-        "sdpo {command}: not built yet. The library crates (sdpo-core, sdpo-models) work today; \
-         the trainer and the `train`, `eval`, `generate`, `inspect` and `export` commands come next (see README)."
-    );
-    std::process::exit(2);
+    if let Err(e) = run(cli) {
+        eprintln!("{}", report(&e));
+        std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

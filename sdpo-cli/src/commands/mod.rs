@@ -1,0 +1,7 @@
+//! The `sdpo` subcommands, one module each.
+
+pub mod eval;
+pub mod export;
+pub mod generate;
+pub mod inspect;
+pub mod train;

@@ -1,0 +1,419 @@
+//! `sdpo train [CONFIG.ron] [--set k=v].. [--out DIR] [--resume RUN_DIR] [--compare-grpo]
+//! [--smoke] [--steps N]`.
+//!
+//! Everything about the config is settled before any model is loaded; then the job is built
+//! (warm start with a progress bar for the built-in model), held-out success is measured
+//! before training, every `eval.every` steps and after, checkpoints are written every
+//! `train.checkpoint_every` steps and at the end, and the run folder gets its metrics, plot
+//! and summary.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Device;
+
+use sdpo_core::metrics as names;
+use sdpo_train::builtin::job::greedy_success;
+use sdpo_train::checkpoint::{self, latest_checkpoint};
+use sdpo_train::dataset::Row;
+use sdpo_train::metrics_log::MetricsWriter;
+use sdpo_train::SdpoTrainer;
+
+use crate::backend::{dispatch, ensure_compiled, BackendKind, Dispatch};
+use crate::error::CliError;
+use crate::job::{build_job, grpo_config, grpo_trainer, resume_job};
+use crate::models::{BASE_MODEL, CHECKPOINTS, RUN_CONFIG};
+use crate::plot::plot_runs;
+use crate::progress::{note, step_message, steps_bar, warm_start_bar};
+use crate::run_config::{ModelSpec, Override, RunConfig};
+use crate::run_dir::{
+    append_eval, new_run_dir, read_curves, write_file, EvalPoint, RunSummary, Summary, PLOT,
+};
+
+/// The `train` command's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// A RON run config (see examples/configs/); without one, the built-in job: the built-in
+    /// model warm-started and trained on the built-in addition task, on the CPU.
+    pub config: Option<PathBuf>,
+    /// Override a config field by dotted path, the value in RON
+    /// (`--set train.steps=20 --set train.sdpo.alpha=1.0 --set 'train.lora=Some((rank:4))'`).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    pub set: Vec<String>,
+    /// The run folder to create (default: `output_dir` of the config, else runs/run-N).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its latest checkpoint, with its config.ron (raise
+    /// the step budget with --steps or --set train.steps=N).
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "smoke", "compare_grpo"])]
+    pub resume: Option<PathBuf>,
+    /// After the SDPO run, run GRPO (distillation_weight 0) with the same budget and seed
+    /// from the same starting weights; both curves go into one plot.
+    #[arg(long)]
+    pub compare_grpo: bool,
+    /// A few steps with small batches and a short warm start (a quick check, for CI).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Total training steps (the same as --set train.steps=N).
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+}
+
+/// What `train` will do, settled before anything is loaded.
+#[derive(Debug, Clone)]
+struct Plan {
+    cfg: RunConfig,
+    dir: PathBuf,
+    resume_from: Option<PathBuf>,
+    compare_grpo: bool,
+}
+
+/// Runs `sdpo train`.
+///
+/// # Errors
+/// [`CliError`] for a bad config (before any model is loaded), a backend that is not
+/// compiled in, or a failure while training.
+pub fn train(args: TrainArgs, backend: Option<BackendKind>) -> Result<(), CliError> {
+    let plan = plan(args, backend)?;
+    ensure_compiled(plan.cfg.backend)?;
+    dispatch(plan.cfg.backend, plan)
+}
+
+fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<Plan, CliError> {
+    let mut overrides = Vec::new();
+    if args.smoke {
+        overrides.extend(Override::smoke());
+    }
+    overrides.extend(args.set.iter().map(Override::set));
+    if let Some(n) = args.steps {
+        overrides.push(Override {
+            origin: "--steps",
+            assignment: format!("train.steps={n}"),
+        });
+    }
+    if let Some(dir) = &args.resume {
+        let config_path = dir.join(RUN_CONFIG);
+        if !config_path.is_file() {
+            return Err(CliError::RunFolder {
+                path: dir.clone(),
+                reason: format!(
+                    "not a run folder (no {RUN_CONFIG}); a --compare-grpo run is resumed per algorithm: RUN/sdpo or RUN/grpo"
+                ),
+            });
+        }
+        let mut cfg = RunConfig::from_run_file(&config_path)?.with_overrides(&overrides)?;
+        if let Some(b) = backend {
+            cfg.backend = b;
+        }
+        cfg.validate()?;
+        let checkpoint =
+            latest_checkpoint(&dir.join(CHECKPOINTS))?.ok_or_else(|| CliError::RunFolder {
+                path: dir.clone(),
+                reason: format!("has no checkpoint to resume from ({CHECKPOINTS}/latest)"),
+            })?;
+        return Ok(Plan {
+            cfg,
+            dir: dir.clone(),
+            resume_from: Some(checkpoint),
+            compare_grpo: false,
+        });
+    }
+    let base = match &args.config {
+        Some(path) => RunConfig::from_file(path)?,
+        None => RunConfig::default(),
+    };
+    let mut cfg = base.with_overrides(&overrides)?;
+    if let Some(b) = backend {
+        cfg.backend = b;
+    }
+    cfg.validate()?;
+    let mut cfg = cfg.resolved()?;
+    let out = args.out.clone().or_else(|| cfg.output_dir.clone());
+    let dir = new_run_dir(out.as_deref())?;
+    cfg.output_dir = Some(std::path::absolute(&dir).map_err(CliError::io(&dir))?);
+    Ok(Plan {
+        cfg,
+        dir,
+        resume_from: None,
+        compare_grpo: args.compare_grpo,
+    })
+}
+
+impl Dispatch for Plan {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<(), CliError> {
+        let t0 = Instant::now();
+        let cfg = &self.cfg;
+        write_file(&self.dir, RUN_CONFIG, cfg.to_ron_string()?.as_bytes())?;
+        let mut summaries = Vec::new();
+        if let Some(checkpoint) = &self.resume_from {
+            eprintln!(
+                "resuming {} from {} on {}",
+                self.dir.display(),
+                checkpoint.display(),
+                cfg.backend.name()
+            );
+            let mut job = resume_job::<B>(cfg, &self.dir, checkpoint, &device)?;
+            let done = job.trainer.steps_done();
+            if done >= cfg.train.steps {
+                return Err(CliError::RunFolder {
+                    path: self.dir.clone(),
+                    reason: format!(
+                        "already trained {done} of train.steps = {} steps; pass --steps N with N > {done} to continue",
+                        cfg.train.steps
+                    ),
+                });
+            }
+            let previous = Summary::read(&self.dir).and_then(|s| s.runs.into_iter().next());
+            let label = previous
+                .as_ref()
+                .map(|r| r.label.clone())
+                .unwrap_or_else(|| algorithm_label(cfg).to_string());
+            let secs = run_steps(
+                &mut job.trainer,
+                &job.held_out,
+                cfg,
+                &self.dir,
+                &label,
+                true,
+            )?;
+            summaries.push(RunSummary::from_files(
+                &self.dir,
+                &label,
+                cfg.train.metrics_format,
+                secs + previous.as_ref().map_or(0.0, |r| r.train_secs),
+                previous.as_ref().map_or(0.0, |r| r.warm_start_secs),
+            )?);
+        } else {
+            eprintln!(
+                "run folder {} ({} on {}, {})",
+                self.dir.display(),
+                cfg.model.describe(),
+                cfg.backend.name(),
+                data_description(cfg)
+            );
+            let warm = cfg
+                .warm_starts()
+                .then(|| warm_start_bar(cfg.warm_start.steps));
+            let mut job = build_job::<B>(cfg, &device, |step, loss| {
+                if let Some(bar) = &warm {
+                    bar.set_position(step as u64 + 1);
+                    bar.set_message(format!("loss {loss:.3}"));
+                }
+            })?;
+            if let Some(bar) = warm {
+                bar.finish_and_clear();
+                eprintln!(
+                    "warm start: {} steps in {:.1}s, final loss {:.3}",
+                    cfg.warm_start.steps,
+                    job.warm_start_secs,
+                    job.warm_start_loss.unwrap_or(f64::NAN)
+                );
+            }
+            let runs: Vec<(&str, PathBuf, RunConfig)> = if self.compare_grpo {
+                let mut grpo = cfg.clone();
+                grpo.train = grpo_config(&cfg.train);
+                vec![
+                    (
+                        "sdpo",
+                        self.dir.join("sdpo"),
+                        with_dir(cfg, &self.dir.join("sdpo"))?,
+                    ),
+                    (
+                        "grpo",
+                        self.dir.join("grpo"),
+                        with_dir(&grpo, &self.dir.join("grpo"))?,
+                    ),
+                ]
+            } else {
+                vec![(algorithm_label(cfg), self.dir.clone(), cfg.clone())]
+            };
+            for (label, dir, run_cfg) in &runs {
+                std::fs::create_dir_all(dir).map_err(CliError::io(dir))?;
+                write_file(dir, RUN_CONFIG, run_cfg.to_ron_string()?.as_bytes())?;
+                if cfg.model == ModelSpec::Builtin {
+                    save_base::<B>(&job.base, dir)?;
+                }
+                let secs = if *label == "grpo" && self.compare_grpo {
+                    let mut trainer = grpo_trainer(cfg, &job, &device)?;
+                    run_steps(&mut trainer, &job.held_out, run_cfg, dir, label, false)?
+                } else {
+                    run_steps(&mut job.trainer, &job.held_out, run_cfg, dir, label, false)?
+                };
+                let summary = RunSummary::from_files(
+                    dir,
+                    label,
+                    run_cfg.train.metrics_format,
+                    secs,
+                    job.warm_start_secs,
+                )?;
+                if self.compare_grpo {
+                    Summary {
+                        runs: vec![summary.clone()],
+                        wall_time_secs: secs,
+                    }
+                    .write(dir)?;
+                    plot_runs(
+                        &dir.join(PLOT),
+                        &[read_curves(dir, label, run_cfg.train.metrics_format)?],
+                    )?;
+                }
+                summaries.push(summary);
+            }
+        }
+        let curves = summaries
+            .iter()
+            .map(|s| read_curves(&s.dir, &s.label, cfg.train.metrics_format))
+            .collect::<Result<Vec<_>, _>>()?;
+        plot_runs(&self.dir.join(PLOT), &curves)?;
+        let summary = Summary {
+            runs: summaries,
+            wall_time_secs: t0.elapsed().as_secs_f64(),
+        };
+        summary.write(&self.dir)?;
+        println!("{}", summary.table());
+        println!("run folder: {}", self.dir.display());
+        Ok(())
+    }
+}
+
+fn with_dir(cfg: &RunConfig, dir: &Path) -> Result<RunConfig, CliError> {
+    let mut c = cfg.clone();
+    c.output_dir = Some(std::path::absolute(dir).map_err(CliError::io(dir))?);
+    Ok(c)
+}
+
+fn algorithm_label(cfg: &RunConfig) -> &'static str {
+    if cfg.train.sdpo.distillation_weight == 0.0 {
+        "grpo"
+    } else {
+        "sdpo"
+    }
+}
+
+fn data_description(cfg: &RunConfig) -> String {
+    match (cfg.effective_task(), &cfg.dataset) {
+        (Some(task), _) => format!("built-in task `{}`", task.name()),
+        (None, Some(path)) => format!("dataset {}", path.display()),
+        (None, None) => "no data".into(),
+    }
+}
+
+fn save_base<B: AutodiffBackend>(
+    base: &sdpo_models::CausalLm<B>,
+    dir: &Path,
+) -> Result<(), CliError> {
+    let path = dir.join(BASE_MODEL);
+    let bytes = checkpoint::encode_record::<B, _>(base.clone().into_record(), &path)?;
+    write_file(dir, BASE_MODEL, &bytes)
+}
+
+/// Held-out greedy success, or `None` without held-out rows.
+fn evaluate<B: AutodiffBackend>(
+    trainer: &SdpoTrainer<B>,
+    held_out: &[Row],
+    cfg: &RunConfig,
+) -> Result<Option<f64>, CliError> {
+    if held_out.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(greedy_success(
+        trainer,
+        held_out,
+        cfg.eval_max_new_tokens(),
+    )?))
+}
+
+/// Trains until `train.steps`, logging metrics and evaluations into `dir`; returns seconds.
+fn run_steps<B: AutodiffBackend>(
+    trainer: &mut SdpoTrainer<B>,
+    held_out: &[Row],
+    cfg: &RunConfig,
+    dir: &Path,
+    label: &str,
+    resumed: bool,
+) -> Result<f64, CliError> {
+    let t0 = Instant::now();
+    let total = cfg.train.steps;
+    let checkpoints = dir.join(CHECKPOINTS);
+    let mut metrics =
+        MetricsWriter::open(dir, cfg.train.metrics_format).map_err(CliError::io(dir))?;
+    let bar = steps_bar(label, total, trainer.steps_done());
+    let mut held = None;
+    if !resumed {
+        held = evaluate(trainer, held_out, cfg)?;
+        if let Some(s) = held {
+            append_eval(
+                dir,
+                EvalPoint {
+                    step: trainer.steps_done(),
+                    held_out_success: s,
+                },
+            )?;
+            note(
+                &bar,
+                &format!("{label}: held-out success before training {s:.3}"),
+            );
+        }
+    }
+    let mut saved_at = None;
+    while trainer.steps_done() < total {
+        let report = trainer.step()?;
+        let step = report.step;
+        for w in &report.warnings {
+            note(&bar, &format!("{label}: warning at step {step}: {w}"));
+        }
+        metrics.write(&report.metrics).map_err(CliError::io(dir))?;
+        let reward = report
+            .metrics
+            .get(names::REWARD_MEAN)
+            .copied()
+            .unwrap_or(f64::NAN);
+        let loss = report.metrics.get(names::LOSS).copied().unwrap_or(f64::NAN);
+        let last = step >= total;
+        if cfg.eval.every > 0 && step % cfg.eval.every == 0 && !last {
+            held = evaluate(trainer, held_out, cfg)?;
+            if let Some(s) = held {
+                append_eval(
+                    dir,
+                    EvalPoint {
+                        step,
+                        held_out_success: s,
+                    },
+                )?;
+                note(
+                    &bar,
+                    &format!("{label}: step {step}/{total} reward {reward:.3} loss {loss:.4} held-out success {s:.3}"),
+                );
+            }
+        }
+        if cfg.train.checkpoint_every > 0 && step % cfg.train.checkpoint_every == 0 {
+            trainer.save_checkpoint(&checkpoints)?;
+            saved_at = Some(step);
+        }
+        bar.set_position(step as u64);
+        bar.set_message(step_message(reward, loss, held));
+    }
+    let step = trainer.steps_done();
+    if let Some(s) = evaluate(trainer, held_out, cfg)? {
+        append_eval(
+            dir,
+            EvalPoint {
+                step,
+                held_out_success: s,
+            },
+        )?;
+        note(
+            &bar,
+            &format!("{label}: held-out success after {step} steps {s:.3}"),
+        );
+    }
+    if saved_at != Some(step) {
+        trainer.save_checkpoint(&checkpoints)?;
+    }
+    bar.finish_and_clear();
+    Ok(t0.elapsed().as_secs_f64())
+}

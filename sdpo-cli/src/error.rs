@@ -1,0 +1,159 @@
+//! [`CliError`]: everything a command can fail with, each naming what and where.
+
+use std::path::PathBuf;
+
+use sdpo_core::config::ConfigError;
+use sdpo_models::export::ExportError;
+use sdpo_models::generate::GenerationError;
+use sdpo_models::lora::LoraError;
+use sdpo_models::{LoadError, TokenizerError};
+use sdpo_train::checkpoint::CheckpointError;
+use sdpo_train::dataset::DatasetError;
+use sdpo_train::reward::RewardBuildError;
+use sdpo_train::TrainError;
+
+/// Why a command failed. `main` prints it with its cause chain and exits with status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A run config could not be read, parsed (file, line, column) or validated.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A `--set` (or `--smoke`) override could not be applied.
+    #[error("{origin}: {reason}")]
+    Override {
+        /// The override as given (`--set train.steps=x`).
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A config whose parts contradict each other.
+    #[error("invalid run config: `{field}`: {reason}")]
+    Invalid {
+        /// The field, as a dotted path.
+        field: &'static str,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// A backend that this binary was built without.
+    #[error("backend `{backend}` is not compiled in: rebuild with `cargo build --release -p sdpo-cli --features {feature}`")]
+    BackendNotCompiled {
+        /// The backend asked for.
+        backend: &'static str,
+        /// The cargo feature that enables it.
+        feature: &'static str,
+    },
+    /// A command-line argument that cannot be used.
+    #[error("{arg}: {reason}")]
+    Argument {
+        /// The argument.
+        arg: String,
+        /// What is wrong and what is expected.
+        reason: String,
+    },
+    /// A folder that is not (or not yet) a run folder of the kind needed.
+    #[error("{}: {reason}", path.display())]
+    RunFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
+    /// A file or folder could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A model could not be loaded.
+    #[error("cannot load model {}", path.display())]
+    Load {
+        /// The model path.
+        path: PathBuf,
+        /// The loader's error.
+        source: LoadError,
+    },
+    /// The built-in tokenizer or a model's tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] TokenizerError),
+    /// Training or evaluation failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// A dataset could not be read or split.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// The rewards could not be built.
+    #[error("rewards: {0}")]
+    Rewards(#[from] RewardBuildError),
+    /// A checkpoint could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// LoRA adapters do not fit the model.
+    #[error("lora: {0}")]
+    Lora(#[from] LoraError),
+    /// Generation failed.
+    #[error("generation: {0}")]
+    Generation(#[from] GenerationError),
+    /// Export failed.
+    #[error("export: {0}")]
+    Export(#[from] ExportError),
+    /// The plot could not be drawn.
+    #[error("plot {}: {message}", path.display())]
+    Plot {
+        /// The SVG file.
+        path: PathBuf,
+        /// The drawing backend's message.
+        message: String,
+    },
+}
+
+impl CliError {
+    /// An [`CliError::Io`] maker for `map_err`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CliError {
+        let path = path.into();
+        move |source| CliError::Io { path, source }
+    }
+}
+
+/// The error and its causes, one per line (`error: ...`, then `  caused by: ...`); a cause
+/// whose text the line before already shows is skipped.
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut out = format!("error: {error}");
+    let mut shown = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !shown.contains(&text) {
+            out.push_str(&format!("\n  caused by: {text}"));
+        }
+        shown = text;
+        cause = c.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_lists_new_causes_once() {
+        let e = CliError::Load {
+            path: "m.gguf".into(),
+            source: LoadError::Io {
+                path: "m.gguf".into(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+            },
+        };
+        let text = report(&e);
+        assert!(
+            text.starts_with("error: cannot load model m.gguf"),
+            "{text}"
+        );
+        assert!(text.contains("caused by:"), "{text}");
+        assert!(text.contains("gone"), "{text}");
+        let lines = text.lines().filter(|l| l.contains("gone")).count();
+        assert_eq!(lines, 1, "{text}");
+    }
+}

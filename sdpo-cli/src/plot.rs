@@ -1,0 +1,155 @@
+//! `plot.svg`: train reward (per step) and held-out success (per evaluation) of one or more
+//! runs over training steps, drawn with plotters' SVG backend.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::error::CliError;
+
+/// One run's curves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCurves {
+    /// The run's name in the legend (`sdpo`, `grpo`).
+    pub label: String,
+    /// (step, mean train reward).
+    pub reward: Vec<(f64, f64)>,
+    /// (step, held-out greedy success).
+    pub held_out: Vec<(f64, f64)>,
+}
+
+const COLORS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+
+/// The y range covering every value and [0, 1].
+fn y_range(runs: &[RunCurves]) -> (f64, f64) {
+    let values = runs
+        .iter()
+        .flat_map(|r| r.reward.iter().chain(&r.held_out))
+        .map(|p| p.1)
+        .filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((0.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let pad = (hi - lo) * 0.05;
+    (lo - pad, hi + pad)
+}
+
+/// Draws `runs` into the SVG file `path` (replacing it).
+///
+/// # Errors
+/// [`CliError::Plot`] naming the file.
+pub fn plot_runs(path: &Path, runs: &[RunCurves]) -> Result<(), CliError> {
+    draw(path, runs).map_err(|message| CliError::Plot {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+fn draw(path: &Path, runs: &[RunCurves]) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let max_step = runs
+        .iter()
+        .flat_map(|r| r.reward.iter().chain(&r.held_out))
+        .map(|p| p.0)
+        .fold(1.0f64, f64::max);
+    let (y0, y1) = y_range(runs);
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "train reward (lines) and held-out success (dots)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..max_step, y0..y1)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .y_desc("reward / success")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, run) in runs.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let finite = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> {
+            pts.iter().copied().filter(|p| p.1.is_finite()).collect()
+        };
+        if !run.reward.is_empty() {
+            chart
+                .draw_series(LineSeries::new(finite(&run.reward), color.mix(0.55)))
+                .map_err(|e| err(&e))?
+                .label(format!("{} train reward", run.label))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.mix(0.55)));
+        }
+        if !run.held_out.is_empty() {
+            chart
+                .draw_series(
+                    LineSeries::new(finite(&run.held_out), color.stroke_width(3)).point_size(4),
+                )
+                .map_err(|e| err(&e))?
+                .label(format!("{} held-out success", run.label))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_an_svg_with_every_curve_in_the_legend() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plot.svg");
+        let runs = vec![
+            RunCurves {
+                label: "sdpo".into(),
+                reward: vec![(1.0, 0.1), (2.0, 0.4), (3.0, f64::NAN)],
+                held_out: vec![(0.0, 0.0), (3.0, 0.5)],
+            },
+            RunCurves {
+                label: "grpo".into(),
+                reward: vec![(1.0, 0.1), (2.0, 0.2)],
+                held_out: vec![],
+            },
+        ];
+        plot_runs(&path, &runs).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+        for label in [
+            "sdpo train reward",
+            "sdpo held-out success",
+            "grpo train reward",
+        ] {
+            assert!(svg.contains(label), "missing {label}");
+        }
+        assert!(!svg.contains("grpo held-out success"));
+    }
+
+    #[test]
+    fn y_range_covers_zero_to_one_and_outliers() {
+        let runs = vec![RunCurves {
+            label: "x".into(),
+            reward: vec![(1.0, -0.5), (2.0, f64::INFINITY)],
+            held_out: vec![],
+        }];
+        let (lo, hi) = y_range(&runs);
+        assert!(lo < -0.5 && hi > 1.0 && hi < 1.2, "{lo} {hi}");
+    }
+}
