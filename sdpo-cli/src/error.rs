@@ -72,14 +72,14 @@ pub enum CliError {
         /// The model path.
         path: PathBuf,
         /// The loader's error.
-        source: LoadError,
+        source: Box<LoadError>,
     },
     /// The built-in tokenizer or a model's tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] TokenizerError),
     /// Training or evaluation failed.
     #[error(transparent)]
-    Train(#[from] TrainError),
+    Train(Box<TrainError>),
     /// A dataset could not be read or split.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
@@ -106,6 +106,12 @@ pub enum CliError {
         /// The drawing backend's message.
         message: String,
     },
+}
+
+impl From<TrainError> for CliError {
+    fn from(e: TrainError) -> Self {
+        CliError::Train(Box::new(e))
+    }
 }
 
 impl CliError {
@@ -141,10 +147,10 @@ mod tests {
     fn report_lists_new_causes_once() {
         let e = CliError::Load {
             path: "m.gguf".into(),
-            source: LoadError::Io {
+            source: Box::new(LoadError::Io {
                 path: "m.gguf".into(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
-            },
+            }),
         };
         let text = report(&e);
         assert!(

@@ -116,7 +116,7 @@ pub fn load_spec<B: Backend>(
         ModelSpec::HfDir(p) | ModelSpec::Gguf(p) => {
             let loaded = load::<B>(p, device).map_err(|source| CliError::Load {
                 path: p.clone(),
-                source,
+                source: Box::new(source),
             })?;
             Ok((loaded.model, loaded.tokenizer))
         }

@@ -324,23 +324,37 @@ impl Parser {
         }
     }
 
+    /// An identifier; a raw one (`r#sort-digits`) may hold `-`, `.` and `+`, as in `ron`.
+    /// A bare `sort-digits` (a syntax error in RON, which has no arithmetic) is read as the
+    /// raw identifier, so `--set task=sort-digits` works.
     fn ident(&mut self) -> Option<String> {
         let start = self.pos;
-        // Raw identifiers: r#name.
-        if self.peek() == Some('r')
+        let raw = self.peek() == Some('r')
             && self.peek_at(1) == Some('#')
-            && self.peek_at(2).is_some_and(is_ident_start)
-        {
+            && self.peek_at(2).is_some_and(is_raw_ident_char);
+        if raw {
             self.pos += 2;
+            while self.peek().is_some_and(is_raw_ident_char) {
+                self.pos += 1;
+            }
+            return Some(self.chars[start..self.pos].iter().collect());
         }
         if !self.peek().is_some_and(is_ident_start) {
-            self.pos = start;
             return None;
         }
         while self.peek().is_some_and(is_ident_char) {
             self.pos += 1;
         }
-        Some(self.chars[start..self.pos].iter().collect())
+        let mut dashed = false;
+        while self.peek() == Some('-') && self.peek_at(1).is_some_and(is_ident_char) {
+            dashed = true;
+            self.pos += 1;
+            while self.peek().is_some_and(is_ident_char) {
+                self.pos += 1;
+            }
+        }
+        let name: String = self.chars[start..self.pos].iter().collect();
+        Some(if dashed { format!("r#{name}") } else { name })
     }
 
     fn value(&mut self) -> Result<Node, TreeError> {
@@ -398,8 +412,7 @@ impl Parser {
         let is_fields = match self.ident() {
             Some(_) => {
                 self.skip_ws()?;
-                let colon = self.peek() == Some(':') && self.peek_at(1) != Some(':');
-                colon
+                self.peek() == Some(':') && self.peek_at(1) != Some(':')
             }
             None => false,
         };
@@ -530,6 +543,10 @@ fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
+fn is_raw_ident_char(c: char) -> bool {
+    is_ident_char(c) || matches!(c, '-' | '.' | '+')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,6 +566,16 @@ mod tests {
             r##"(model: HfDir("m/x"), lora: Some((rank: 4, alpha: 8.0)), tags: ["a", 'b'], map: {"k": -1e-5}, unit: (), t: (1, r#"raw "q""#), n: None, x: -inf)"##
         );
         assert_eq!(n(&node.to_string()), node);
+    }
+
+    #[test]
+    fn dashed_names_are_raw_identifiers() {
+        assert_eq!(n("sort-digits"), Node::Atom("r#sort-digits".into()));
+        assert_eq!(n("r#sort-digits"), Node::Atom("r#sort-digits".into()));
+        assert_eq!(
+            n("(task: Some(r#sort-digits))").to_string(),
+            "(task: Some(r#sort-digits))"
+        );
     }
 
     #[test]

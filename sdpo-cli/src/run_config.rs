@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use sdpo_core::config::ConfigError;
-use sdpo_train::builtin::job::WarmStartConfig;
+use sdpo_train::builtin::job::{default_train_config, WarmStartConfig};
 use sdpo_train::builtin::Task;
-use sdpo_train::reward::RewardConfig;
+use sdpo_train::reward::{RewardConfig, RewardSpec};
 use sdpo_train::TrainConfig;
 
 use crate::backend::BackendKind;
@@ -108,16 +108,10 @@ pub struct RunConfig {
     pub output_dir: Option<PathBuf>,
 }
 
-/// The trainer settings of the built-in job, calibrated on the built-in addition task
-/// (values of `sdpo-train/examples/builtin_sdpo.rs`).
+/// The trainer settings of the built-in job: the library's calibrated
+/// [`default_train_config`], with a checkpoint every 20 steps.
 pub fn builtin_train_config() -> TrainConfig {
-    let mut cfg = TrainConfig::default();
-    cfg.steps = 60;
-    cfg.num_generations = 8;
-    cfg.prompts_per_step = 4;
-    cfg.sampling.max_new_tokens = 8;
-    cfg.sdpo.distillation_topk = Some(20);
-    cfg.optimizer.learning_rate = 1e-3;
+    let mut cfg = default_train_config();
     cfg.checkpoint_every = 20;
     cfg
 }
@@ -307,6 +301,9 @@ impl RunConfig {
             tree.set_path(path, value)
                 .map_err(|e| fail(e.to_string()))?;
             cfg = Self::from_tree(&tree).map_err(|e| fail(format!("`{path}`: {e}")))?;
+            // Re-read from the typed value: a later path may walk into what this one set
+            // (`train.lora=Some((rank: 4))`, then `train.lora.alpha=8.0`) and find every field.
+            tree = cfg.to_tree()?;
         }
         Ok(cfg)
     }
@@ -333,8 +330,9 @@ impl RunConfig {
             .unwrap_or(self.train.sampling.max_new_tokens)
     }
 
-    /// Fills in what the defaults leave implicit (the task) and makes relative paths
-    /// absolute, so the run folder's `config.ron` works from any directory.
+    /// Fills in what the defaults leave implicit (the task, a command reward's working
+    /// folder) and makes relative paths (relative to the current folder) absolute, so the run
+    /// folder's `config.ron` works from any folder.
     ///
     /// # Errors
     /// [`CliError::Io`] when a path cannot be made absolute.
@@ -353,6 +351,15 @@ impl RunConfig {
         }
         if let Some(p) = &self.eval.dataset {
             self.eval.dataset = Some(abs(p)?);
+        }
+        // A command reward runs where `sdpo train` was started, also when the run is resumed
+        // from elsewhere.
+        for r in &mut self.rewards {
+            if let RewardSpec::Command { working_dir, .. } = &mut r.reward {
+                if working_dir.is_none() {
+                    *working_dir = Some(abs(Path::new("."))?);
+                }
+            }
         }
         Ok(self)
     }

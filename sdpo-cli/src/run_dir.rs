@@ -36,12 +36,11 @@ pub const PLOT: &str = "plot.svg";
 /// Steps averaged for the "after" train reward.
 pub const LAST_STEPS: usize = 5;
 
-/// The folder for a new run: `explicit` (which must not exist or be an empty folder), or the
-/// first unused `runs/run-N`.
+/// Chooses the folder for a new run, without creating it: `explicit` (which must not exist or
+/// be an empty folder), or the first unused `runs/run-N`.
 ///
 /// # Errors
-/// [`CliError::RunFolder`] when `explicit` already holds files; [`CliError::Io`] when it
-/// cannot be created.
+/// [`CliError::RunFolder`] when `explicit` already holds files or is a file.
 pub fn new_run_dir(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
     let dir = match explicit {
         Some(dir) => {
@@ -70,7 +69,6 @@ pub fn new_run_dir(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
                 .unwrap_or_else(|| runs.join("run"))
         }
     };
-    std::fs::create_dir_all(&dir).map_err(CliError::io(&dir))?;
     Ok(dir)
 }
 
@@ -286,16 +284,16 @@ impl Summary {
     pub fn table(&self) -> String {
         let f = |v: Option<f64>| v.map(|x| format!("{x:.3}")).unwrap_or_else(|| "-".into());
         let mut out = format!(
-            "{:<6} {:>6}  {:>27}  {:>33}  {:>8}\n",
+            "{:<6} {:>6}  {:>27}  {:>33}  {:>10}\n",
             "run",
             "steps",
             "held-out success before→after",
             "train reward step 1→last 5 steps",
-            "time"
+            "train time"
         );
         for r in &self.runs {
             out.push_str(&format!(
-                "{:<6} {:>6}  {:>27}  {:>33}  {:>7.1}s\n",
+                "{:<6} {:>6}  {:>27}  {:>33}  {:>9.1}s\n",
                 r.label,
                 r.steps,
                 format!(
@@ -308,7 +306,7 @@ impl Summary {
                     f(r.train_reward_first_step),
                     f(r.train_reward_last_steps)
                 ),
-                r.train_secs + r.warm_start_secs,
+                r.train_secs,
             ));
         }
         out
@@ -374,6 +372,9 @@ mod tests {
         assert!(err.contains("--resume"), "{err}");
         let fresh = dir.path().join("b/c");
         assert_eq!(new_run_dir(Some(&fresh)).unwrap(), fresh);
-        assert!(fresh.is_dir());
+        assert!(!fresh.exists(), "created only once the job is built");
+        let file = dir.path().join("f");
+        std::fs::write(&file, "1").unwrap();
+        assert!(new_run_dir(Some(&file)).is_err());
     }
 }

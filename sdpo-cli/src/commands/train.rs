@@ -147,7 +147,6 @@ impl Dispatch for Plan {
     fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<(), CliError> {
         let t0 = Instant::now();
         let cfg = &self.cfg;
-        write_file(&self.dir, RUN_CONFIG, cfg.to_ron_string()?.as_bytes())?;
         let mut summaries = Vec::new();
         if let Some(checkpoint) = &self.resume_from {
             eprintln!(
@@ -167,6 +166,7 @@ impl Dispatch for Plan {
                     ),
                 });
             }
+            write_file(&self.dir, RUN_CONFIG, cfg.to_ron_string()?.as_bytes())?;
             let previous = Summary::read(&self.dir).and_then(|s| s.runs.into_iter().next());
             let label = previous
                 .as_ref()
@@ -202,6 +202,15 @@ impl Dispatch for Plan {
                 if let Some(bar) = &warm {
                     bar.set_position(step as u64 + 1);
                     bar.set_message(format!("loss {loss:.3}"));
+                    // Without a terminal the bar is hidden: a line every tenth of the way.
+                    let tenth = (cfg.warm_start.steps / 10).max(1);
+                    if bar.is_hidden() && (step + 1) % tenth == 0 {
+                        eprintln!(
+                            "warm start {}/{} loss {loss:.3}",
+                            step + 1,
+                            cfg.warm_start.steps
+                        );
+                    }
                 }
             })?;
             if let Some(bar) = warm {
@@ -213,6 +222,9 @@ impl Dispatch for Plan {
                     job.warm_start_loss.unwrap_or(f64::NAN)
                 );
             }
+            // The folder appears once the model and data are ready.
+            std::fs::create_dir_all(&self.dir).map_err(CliError::io(&self.dir))?;
+            write_file(&self.dir, RUN_CONFIG, cfg.to_ron_string()?.as_bytes())?;
             let runs: Vec<(&str, PathBuf, RunConfig)> = if self.compare_grpo {
                 let mut grpo = cfg.clone();
                 grpo.train = grpo_config(&cfg.train);

@@ -1,0 +1,352 @@
+//! End-to-end tests of the `sdpo` binary: the smoke run and its run folder, resume, export,
+//! inspect, generate, eval, the example configs, and the errors a user meets first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::backend::NdArray;
+use burn::module::Module;
+use sdpo_models::CausalLm;
+use sdpo_train::builtin::{char_tokenizer, tiny_model_config};
+
+fn sdpo(args: &[&str]) -> Output {
+    sdpo_in(&workspace_root(), args)
+}
+
+fn sdpo_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sdpo"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the sdpo binary runs")
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("sdpo-cli sits in the workspace")
+        .to_path_buf()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts success and returns (stdout, stderr).
+fn ok(out: Output) -> (String, String) {
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status.code()
+    );
+    (stdout, stderr)
+}
+
+/// Asserts exit status 1 and returns stderr.
+fn fails(out: Output) -> String {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("error: ")), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn smoke_run_writes_the_run_folder_then_exports_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let (stdout, _) = ok(sdpo(&["train", "--smoke", "--out", run_s]));
+    assert!(stdout.contains("held-out success before→after"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("sdpo ")), "{stdout}");
+
+    for file in [
+        "config.ron",
+        "metrics.jsonl",
+        "eval.jsonl",
+        "plot.svg",
+        "summary.json",
+        "base_model.mpk",
+    ] {
+        assert!(run.join(file).is_file(), "missing {file}");
+    }
+    let metrics = lines(&run.join("metrics.jsonl"));
+    assert_eq!(metrics.len(), 3);
+    assert!(metrics.iter().all(|m| m["reward/mean"].is_number()));
+    let evals = lines(&run.join("eval.jsonl"));
+    let steps: Vec<u64> = evals.iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![0, 2, 3], "before, every 2 steps, after");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["runs"][0]["steps"], 3);
+    assert!(summary["runs"][0]["held_out_success_after"].is_number());
+    assert!(summary["wall_time_secs"].as_f64().unwrap() > 0.0);
+    let svg = std::fs::read_to_string(run.join("plot.svg")).unwrap();
+    assert!(svg.contains("sdpo train reward") && svg.contains("sdpo held-out success"));
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-3");
+    assert!(run.join("checkpoints/step-3/model.mpk").is_file());
+    // The resolved config reads back as a config.
+    let config = std::fs::read_to_string(run.join("config.ron")).unwrap();
+    assert!(
+        config.contains("steps: 3") && config.contains("task: Some(addition)"),
+        "{config}"
+    );
+
+    // Export: a Hugging Face folder that loads again.
+    let hf = tmp.path().join("hf");
+    ok(sdpo(&["export", run_s, hf.to_str().unwrap()]));
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(hf.join(file).is_file(), "export lacks {file}");
+    }
+    let (inspected, _) = ok(sdpo(&["inspect", hf.to_str().unwrap()]));
+    assert!(
+        inspected.contains("architecture             llama"),
+        "{inspected}"
+    );
+    // Exporting onto a non-empty folder is refused.
+    let err = fails(sdpo(&["export", run_s, hf.to_str().unwrap()]));
+    assert!(err.contains("already exists"), "{err}");
+
+    // Eval of the run folder on its own held-out set.
+    let (report, _) = ok(sdpo(&["eval", run_s, "--max-new-tokens", "6"]));
+    assert!(
+        report.contains("pass@1:") && report.contains("(8 problems"),
+        "{report}"
+    );
+
+    // Resume: a finished run needs a larger budget, then continues from step 3.
+    let err = fails(sdpo(&["train", "--resume", run_s]));
+    assert!(err.contains("--steps"), "{err}");
+    ok(sdpo(&["train", "--resume", run_s, "--steps", "5"]));
+    let metrics = lines(&run.join("metrics.jsonl"));
+    let steps: Vec<f64> = metrics
+        .iter()
+        .map(|m| m["step"].as_f64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-5");
+    let evals = lines(&run.join("eval.jsonl"));
+    assert_eq!(evals.last().unwrap()["step"], 5);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["runs"][0]["steps"], 5);
+}
+
+#[test]
+fn compare_grpo_runs_both_algorithms_from_one_warm_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("cmp");
+    let (stdout, _) = ok(sdpo(&[
+        "train",
+        "--smoke",
+        "--compare-grpo",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    assert!(stdout.lines().any(|l| l.starts_with("sdpo ")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("grpo ")), "{stdout}");
+    for algo in ["sdpo", "grpo"] {
+        assert_eq!(
+            lines(&run.join(algo).join("metrics.jsonl")).len(),
+            3,
+            "{algo}"
+        );
+        assert!(
+            run.join(algo).join("checkpoints/latest").is_file(),
+            "{algo}"
+        );
+    }
+    let grpo_cfg = std::fs::read_to_string(run.join("grpo/config.ron")).unwrap();
+    assert!(grpo_cfg.contains("distillation_weight: 0.0"), "{grpo_cfg}");
+    // Same seed and starting weights: the first step's rollouts are the same samples.
+    let first = |algo: &str| lines(&run.join(algo).join("metrics.jsonl"))[0]["reward/mean"].clone();
+    assert_eq!(first("sdpo"), first("grpo"));
+    let svg = std::fs::read_to_string(run.join("plot.svg")).unwrap();
+    assert!(svg.contains("sdpo train reward") && svg.contains("grpo train reward"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["runs"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn lora_run_from_a_config_file_exports_merged_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let config = workspace_root().join("examples/configs/grpo-builtin.ron");
+    ok(sdpo(&[
+        "train",
+        config.to_str().unwrap(),
+        "--smoke",
+        "--set",
+        "train.lora=Some((rank: 4))",
+        "--set",
+        "train.optimizer.learning_rate=0.01",
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    let cfg = std::fs::read_to_string(run.join("config.ron")).unwrap();
+    assert!(
+        cfg.contains("distillation_weight: 0.0") && cfg.contains("rank: 4"),
+        "{cfg}"
+    );
+    assert!(run.join("checkpoints/step-3/adapters.mpk").is_file());
+    let hf = tmp.path().join("hf");
+    ok(sdpo(&[
+        "export",
+        run.to_str().unwrap(),
+        hf.to_str().unwrap(),
+    ]));
+    assert!(hf.join("model.safetensors").is_file());
+    // The merged export and the run folder generate the same greedy text.
+    let from_run = ok(sdpo(&[
+        "generate",
+        run.to_str().unwrap(),
+        "3+4=",
+        "--max-new-tokens",
+        "6",
+    ]))
+    .0;
+    let from_hf = ok(sdpo(&[
+        "generate",
+        hf.to_str().unwrap(),
+        "3+4=",
+        "--max-new-tokens",
+        "6",
+    ]))
+    .0;
+    assert_eq!(from_run, from_hf);
+}
+
+#[test]
+fn misspelled_config_field_fails_with_line_and_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("bad.ron");
+    std::fs::write(&path, "(\n  train: (\n    stpes: 3,\n  ),\n)\n").unwrap();
+    let err = fails(sdpo(&["train", path.to_str().unwrap()]));
+    let at = format!("{}:3:", path.display());
+    assert!(err.contains(&at), "{err}");
+    assert!(err.contains("stpes") && err.contains("`steps`"), "{err}");
+    assert!(
+        !err.contains("warm start"),
+        "failed before any model work: {err}"
+    );
+}
+
+#[test]
+fn unknown_set_path_is_named() {
+    let err = fails(sdpo(&["train", "--set", "train.sdpo.alpah=1.0"]));
+    assert!(err.contains("train.sdpo.alpah"), "{err}");
+    assert!(
+        err.contains("`alpha`"),
+        "lists the fields that exist: {err}"
+    );
+    let err = fails(sdpo(&["train", "--set", "train.steps=lots"]));
+    assert!(err.contains("--set train.steps=lots"), "{err}");
+}
+
+#[test]
+fn a_backend_not_compiled_in_names_its_feature() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let err = fails(sdpo(&["--backend", "cuda", "train", "--smoke"]));
+    assert!(
+        err.contains("backend `cuda` is not compiled in: rebuild with `cargo build --release -p sdpo-cli --features cuda`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_builtin_prints_the_parameter_count() {
+    let (stdout, _) = ok(sdpo(&["inspect", "builtin"]));
+    let vocab = char_tokenizer().unwrap().vocab_size();
+    let model = CausalLm::<NdArray<f32>>::new(&tiny_model_config(vocab), &Default::default());
+    let expected = format!("parameters               {} ", model.num_params());
+    assert!(stdout.contains(&expected), "{stdout}");
+    assert!(
+        stdout.contains("stop ids                 1 \"<eos>\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn generate_builtin_prints_a_completion() {
+    let (stdout, _) = ok(sdpo(&[
+        "generate",
+        "builtin",
+        "1+1=",
+        "--max-new-tokens",
+        "5",
+    ]));
+    let completion = stdout.strip_suffix('\n').unwrap_or(&stdout);
+    let n = completion.chars().count();
+    // One character per token, at most 5 tokens; the untrained model does not stop at once.
+    assert!((1..=5).contains(&n), "{completion:?}");
+}
+
+#[test]
+fn eval_reports_pass_at_k_on_a_task() {
+    let (stdout, _) = ok(sdpo(&[
+        "eval",
+        "builtin",
+        "--task",
+        "addition",
+        "--limit",
+        "4",
+        "-k",
+        "2",
+        "--samples",
+        "3",
+        "--max-new-tokens",
+        "4",
+    ]));
+    assert!(
+        stdout.contains("pass@2: ") && stdout.contains("(4 problems, 3 samples each)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("mean reward: "), "{stdout}");
+    let err = fails(sdpo(&["eval", "builtin"]));
+    assert!(err.contains("--task"), "{err}");
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let err = fails(sdpo(&["inspect", "/no/such/model"]));
+    assert!(err.contains("/no/such/model"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let junk = tmp.path().join("model.bin");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let err = fails(sdpo(&["generate", junk.to_str().unwrap(), "hi"]));
+    assert!(err.contains("cannot load model"), "{err}");
+    let err = fails(sdpo(&["train", "--resume", tmp.path().to_str().unwrap()]));
+    assert!(err.contains("not a run folder"), "{err}");
+}
+
+#[test]
+fn example_smollm2_config_reads_data_and_rewards_before_the_model() {
+    // The model folder is not in the repository: the run gets as far as loading it.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let err = fails(sdpo(&[
+        "train",
+        "examples/configs/smollm2-lora.ron",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("cannot load model") && err.contains("SmolLM2-135M-Instruct"),
+        "{err}"
+    );
+}
