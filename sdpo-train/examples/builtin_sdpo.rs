@@ -1,7 +1,7 @@
 //! Calibration run of the built-in job: warm start, then SDPO (or GRPO with `grpo` as the
 //! first argument) on the built-in task, printing train reward and held-out greedy success.
 //!
-//! `cargo run --release -p sdpo-train --example builtin_sdpo -- [sdpo|grpo] [steps] [task]`
+//! `cargo run --release -p sdpo-train --example builtin_sdpo -- [sdpo|grpo] [steps] [task] [lr] [train_rows]`
 
 use burn::backend::{Autodiff, NdArray};
 use sdpo_train::builtin::job::{
@@ -22,11 +22,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         steps,
         ..default_train_config()
     };
+    if let Some(lr) = args.get(4).and_then(|s| s.parse().ok()) {
+        cfg.optimizer.learning_rate = lr;
+    }
     if algo == "grpo" {
         cfg.sdpo.distillation_weight = 0.0;
     }
     let job_cfg = BuiltinJobConfig {
         task,
+        train_rows: args.get(5).and_then(|s| s.parse().ok()),
         ..BuiltinJobConfig::default()
     };
     let device = Default::default();
@@ -39,9 +43,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("warm start {:.1}s", t0.elapsed().as_secs_f64());
     let before = greedy_success(&job.trainer, &job.held_out, 8)?;
     println!("held-out before {before:.3}");
+    let mut window = Vec::new();
     for s in 0..steps {
         let r = job.trainer.step()?;
+        window.push(r.metrics["reward/mean"]);
         if s % 10 == 9 {
+            let mean = window.iter().sum::<f64>() / window.len() as f64;
+            window.clear();
+            println!("  window reward {mean:.3}");
             let h = greedy_success(&job.trainer, &job.held_out, 8)?;
             println!(
                 "step {} reward {:.3} reprompt {:.2} loss {:.4} held-out {h:.3} t {:.2}s",

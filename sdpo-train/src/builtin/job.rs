@@ -56,6 +56,8 @@ pub struct BuiltinJobConfig {
     pub task: Task,
     /// Problems held out for measuring success. Default 60.
     pub held_out: usize,
+    /// Train on only this many of the remaining problems (all when `None`). Default `None`.
+    pub train_rows: Option<usize>,
     /// The warm start.
     pub warm_start: WarmStartConfig,
 }
@@ -65,6 +67,7 @@ impl Default for BuiltinJobConfig {
         Self {
             task: Task::Addition,
             held_out: 60,
+            train_rows: None,
             warm_start: WarmStartConfig::default(),
         }
     }
@@ -114,7 +117,10 @@ pub fn builtin_job<B: AutodiffBackend>(
     })?;
     B::seed(device, train.seed);
     let model = init_model::<B>(&tiny_model_config(tokenizer.vocab_size()), device);
-    let (rows, held_out) = job.task.split(job.held_out, train.seed);
+    let (mut rows, held_out) = job.task.split(job.held_out, train.seed);
+    if let Some(n) = job.train_rows {
+        rows.truncate(n.max(1));
+    }
     let w = &job.warm_start;
     let examples = sft_examples(
         job.task,
