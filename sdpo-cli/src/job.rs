@@ -110,11 +110,10 @@ pub fn build_job<B: AutodiffBackend>(
         drop(rewards);
         let task = cfg.effective_task().unwrap_or(Task::Addition);
         let t0 = Instant::now();
-        let job_cfg = BuiltinJobConfig {
-            task,
-            held_out: cfg.eval.held_out,
-            warm_start: cfg.warm_start.clone(),
-        };
+        let mut job_cfg = BuiltinJobConfig::default();
+        job_cfg.task = task;
+        job_cfg.held_out = cfg.eval.held_out;
+        job_cfg.warm_start = cfg.warm_start.clone();
         let job = builtin_job::<B>(&job_cfg, cfg.train.clone(), device, on_warm_step)?;
         let warm_start_secs = t0.elapsed().as_secs_f64();
         let base = job.trainer.policy().lm.clone();

@@ -32,7 +32,7 @@ use models::ModelRef;
 /// `sdpo train` with no arguments runs the built-in job: a small model learns addition on
 /// the CPU, with a before/after table and a run folder (metrics, plot, checkpoints).
 #[derive(Parser, Debug)]
-#[command(name = "sdpo", version, about, long_about = None, propagate_version = true)]
+#[command(name = "sdpo", version, propagate_version = true)]
 struct Cli {
     /// Compute backend: ndarray (CPU, always built), wgpu or cuda (cargo features of the same
     /// names). Default: the config's `backend`, else ndarray.

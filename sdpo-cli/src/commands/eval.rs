@@ -65,12 +65,14 @@ pub struct EvalArgs {
     /// Sampling temperature (default: 0 = greedy for one sample, 1 otherwise).
     #[arg(long)]
     pub temperature: Option<f64>,
-    /// Longest completion in tokens.
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
-    /// A completion with at least this reward is a success.
-    #[arg(long, default_value_t = 1.0)]
-    pub threshold: f64,
+    /// Longest completion in tokens (default: the run's evaluation setting for a run
+    /// folder, else 64).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// A completion with at least this reward is a success (default: the run's
+    /// `success_reward_threshold` for a run folder, else 1.0).
+    #[arg(long)]
+    pub threshold: Option<f64>,
     /// Evaluate only the first N problems.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -90,6 +92,7 @@ pub struct Eval {
     args: EvalArgs,
     samples: usize,
     params: SamplingParams,
+    threshold: f64,
 }
 
 enum RewardsFrom {
@@ -168,7 +171,11 @@ impl Eval {
                 ),
             });
         }
-        let (rows, rewards_from) = match (&args.task, &args.dataset, &model) {
+        let run_cfg = match &model {
+            ModelRef::Run { dir, .. } => Some(RunConfig::from_run_file(&dir.join(RUN_CONFIG))?),
+            ModelRef::Spec(_) => None,
+        };
+        let (rows, rewards_from) = match (&args.task, &args.dataset, &run_cfg) {
             (Some(t), _, _) => (Task::from(*t).problems(), RewardsFrom::Task((*t).into())),
             (None, Some(path), _) => {
                 let text = args.rewards.as_deref().unwrap_or_default();
@@ -185,17 +192,16 @@ impl Eval {
                     RewardsFrom::Configs(configs),
                 )
             }
-            (None, None, ModelRef::Run { dir, .. }) => {
-                let cfg = RunConfig::from_run_file(&dir.join(RUN_CONFIG))?;
-                let data = load_data(&cfg)?;
+            (None, None, Some(cfg)) => {
+                let data = load_data(cfg)?;
                 if data.held_out.is_empty() {
-                    return Err(CliError::RunFolder {
-                        path: dir.clone(),
+                    return Err(CliError::Argument {
+                        arg: args.model.clone(),
                         reason: "the run has no held-out set; pass --task or --dataset".into(),
                     });
                 }
-                build_rewards(&cfg)?;
-                (data.held_out, RewardsFrom::Run(Box::new(cfg)))
+                build_rewards(cfg)?;
+                (data.held_out, RewardsFrom::Run(Box::new(cfg.clone())))
             }
             (None, None, _) => {
                 return Err(CliError::Argument {
@@ -212,9 +218,19 @@ impl Eval {
         let temperature = args
             .temperature
             .unwrap_or(if samples == 1 { 0.0 } else { 1.0 });
+        let max_new_tokens = args
+            .max_new_tokens
+            .or(run_cfg.as_ref().map(RunConfig::eval_max_new_tokens))
+            .unwrap_or(64);
+        let threshold = args
+            .threshold
+            .or(run_cfg
+                .as_ref()
+                .map(|c| c.train.sdpo.success_reward_threshold))
+            .unwrap_or(1.0);
         let params = SamplingParams {
             temperature,
-            max_new_tokens: args.max_new_tokens,
+            max_new_tokens,
             ..SamplingParams::default()
         };
         params.validate()?;
@@ -231,6 +247,7 @@ impl Eval {
             args,
             samples,
             params,
+            threshold,
         })
     }
 }
@@ -248,7 +265,7 @@ impl Dispatch for Eval {
         // A trainer only for its prompt encoding, sampling and scoring: no teacher copy.
         let mut cfg = TrainConfig::default();
         cfg.sdpo.teacher_mode = TeacherMode::Live;
-        cfg.sdpo.success_reward_threshold = self.args.threshold;
+        cfg.sdpo.success_reward_threshold = self.threshold;
         cfg.prompts_per_step = 1;
         cfg.num_generations = 1;
         cfg.sampling = self.params.clone();
@@ -271,7 +288,7 @@ impl Dispatch for Eval {
             for s in &samples {
                 reward_sum += s.score;
                 count += 1;
-                if s.score >= self.args.threshold {
+                if s.score >= self.threshold {
                     successes[s.row] += 1;
                 }
             }
