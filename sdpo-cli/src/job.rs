@@ -70,6 +70,11 @@ pub fn load_data(cfg: &RunConfig) -> Result<Data, CliError> {
         Some(path) => Dataset::from_jsonl(path)?.rows().to_vec(),
         None => held_out,
     };
+    // As the built-in job does it: the first rows after the split.
+    let train = match cfg.train_rows {
+        Some(n) if n < train.len() => Dataset::from_rows(train.rows()[..n.max(1)].to_vec())?,
+        _ => train,
+    };
     Ok(Data { train, held_out })
 }
 
@@ -110,10 +115,12 @@ pub fn build_job<B: AutodiffBackend>(
         drop(rewards);
         let task = cfg.effective_task().unwrap_or(Task::Addition);
         let t0 = Instant::now();
-        let mut job_cfg = BuiltinJobConfig::default();
-        job_cfg.task = task;
-        job_cfg.held_out = cfg.eval.held_out;
-        job_cfg.warm_start = cfg.warm_start.clone();
+        let job_cfg = BuiltinJobConfig {
+            task,
+            held_out: cfg.eval.held_out,
+            train_rows: cfg.train_rows,
+            warm_start: cfg.warm_start.clone(),
+        };
         let job = builtin_job::<B>(&job_cfg, cfg.train.clone(), device, on_warm_step)?;
         let warm_start_secs = t0.elapsed().as_secs_f64();
         let base = job.trainer.policy().lm.clone();
@@ -213,4 +220,44 @@ pub fn grpo_config(train: &TrainConfig) -> TrainConfig {
     let mut t = train.clone();
     t.sdpo.distillation_weight = 0.0;
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_data_matches_the_builtin_split_and_train_rows() {
+        let cfg = RunConfig {
+            train_rows: Some(10),
+            ..RunConfig::default()
+        };
+        let data = load_data(&cfg).unwrap();
+        let (train, held) = Task::Addition.split(cfg.eval.held_out, cfg.train.seed);
+        assert_eq!(data.held_out, held);
+        assert_eq!(data.train.rows(), &train[..10]);
+    }
+
+    #[test]
+    fn dataset_rows_split_and_an_eval_set_replaces_the_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        let rows: String = (0..6)
+            .map(|i| format!("{{\"prompt\": \"q{i}\", \"answer\": \"{i}\"}}\n"))
+            .collect();
+        std::fs::write(&path, rows).unwrap();
+        let mut cfg = RunConfig {
+            dataset: Some(path.clone()),
+            ..RunConfig::default()
+        };
+        cfg.eval.held_out = 2;
+        let data = load_data(&cfg).unwrap();
+        assert_eq!((data.train.len(), data.held_out.len()), (4, 2));
+        cfg.eval.dataset = Some(path);
+        let data = load_data(&cfg).unwrap();
+        assert_eq!((data.train.len(), data.held_out.len()), (6, 6));
+        cfg.eval.held_out = 6;
+        cfg.eval.dataset = None;
+        assert!(matches!(load_data(&cfg), Err(CliError::Dataset(_))));
+    }
 }

@@ -95,6 +95,9 @@ pub struct RunConfig {
     pub dataset: Option<PathBuf>,
     /// The rewards scoring completions of `dataset` rows (weighted sum).
     pub rewards: Vec<RewardConfig>,
+    /// Train on only the first this many training rows (after the held-out split); default
+    /// all.
+    pub train_rows: Option<usize>,
     /// Trainer settings: algorithm (`sdpo`), batch shape, optimizer, schedule, sampling,
     /// LoRA, seed, checkpoints.
     pub train: TrainConfig,
@@ -124,6 +127,7 @@ impl Default for RunConfig {
             task: None,
             dataset: None,
             rewards: Vec::new(),
+            train_rows: None,
             train: builtin_train_config(),
             warm_start: WarmStartConfig::default(),
             eval: EvalConfig::default(),
@@ -389,6 +393,12 @@ impl RunConfig {
                 reason:
                     "a built-in task is scored by its own verifier; `rewards` apply to a `dataset`"
                         .into(),
+            });
+        }
+        if self.train_rows == Some(0) {
+            return Err(CliError::Invalid {
+                field: "train_rows",
+                reason: "must be at least 1 (or None for all rows)".into(),
             });
         }
         if self.eval.max_new_tokens == Some(0) {
