@@ -350,3 +350,62 @@ fn example_smollm2_config_reads_data_and_rewards_before_the_model() {
         "{err}"
     );
 }
+
+#[test]
+fn gguf_model_with_dataset_rewards_and_lora_trains_resumes_and_exports() {
+    // The tiny Llama GGUF fixture of sdpo-models (tokenizer and chat template in its metadata).
+    let gguf = workspace_root().join("sdpo-models/src/gguf/testdata/tiny_llama.f32.gguf");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data.jsonl");
+    let rows: String = (0..6)
+        .map(|i| format!("{{\"prompt\": \"{i}+1=\", \"answer\": \"{}\"}}\n", i + 1))
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let config = tmp.path().join("run.ron");
+    std::fs::write(
+        &config,
+        format!(
+            r#"(
+    model: Gguf({gguf:?}),
+    dataset: {data:?},
+    rewards: [(reward: NumericMatch(field: "answer")), (reward: Regex(pattern: "^[0-9]+$", feedback: Some("answer with digits only")), weight: 0.5, name: Some("format"))],
+    train: (steps: 2, num_generations: 2, prompts_per_step: 2, checkpoint_every: 1,
+            lora: (rank: 2, alpha: 4.0), sdpo: (teacher_mode: "lora-ema", distillation_topk: Some(8)),
+            sampling: (max_new_tokens: 4), optimizer: (learning_rate: 0.01)),
+    eval: (held_out: 2, every: 1),
+)"#
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    ok(sdpo(&["train", config.to_str().unwrap(), "--out", run_s]));
+    assert!(
+        !run.join("base_model.mpk").exists(),
+        "the GGUF file is the base"
+    );
+    assert!(run.join("checkpoints/step-2/adapters.mpk").is_file());
+    assert_eq!(
+        lines(&run.join("eval.jsonl")).len(),
+        3,
+        "before, step 1, after"
+    );
+    let metrics = lines(&run.join("metrics.jsonl"));
+    assert_eq!(metrics.len(), 2);
+    assert!(metrics[0]["reward/mean"].as_f64().unwrap() <= 1.5);
+
+    ok(sdpo(&["train", "--resume", run_s, "--steps", "3"]));
+    assert_eq!(lines(&run.join("metrics.jsonl")).len(), 3);
+
+    let hf = tmp.path().join("hf");
+    ok(sdpo(&["export", run_s, hf.to_str().unwrap()]));
+    let args = ["--max-new-tokens", "4"];
+    let from_run = ok(sdpo(&[&["generate", run_s, "2+1="][..], &args].concat())).0;
+    let from_hf = ok(sdpo(
+        &[&["generate", hf.to_str().unwrap(), "2+1="][..], &args].concat(),
+    ))
+    .0;
+    assert_eq!(from_run, from_hf);
+    let (report, _) = ok(sdpo(&["eval", run_s]));
+    assert!(report.contains("(2 problems"), "{report}");
+}

@@ -7,11 +7,13 @@
 
 use std::path::PathBuf;
 
+use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
 
 use sdpo_core::TeacherMode;
 use sdpo_models::generate::{sampler_rng, SamplingParams};
+use sdpo_models::CausalLm;
 use sdpo_train::builtin::Task;
 use sdpo_train::dataset::{Dataset, Row};
 use sdpo_train::reward::{RewardConfig, Rewards};
@@ -256,7 +258,9 @@ impl Dispatch for Eval {
     type Output = EvalReport;
 
     fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<EvalReport, CliError> {
-        let loaded = load_model::<B>(&self.model, &device)?;
+        // Loaded (and LoRA merged) without autodiff, then lifted: the trainer only samples.
+        let loaded = load_model::<B::InnerBackend>(&self.model, &device)?;
+        let model = CausalLm::<B>::from_inner(loaded.model);
         eprintln!(
             "evaluating {} on {} problems",
             loaded.origin,
@@ -272,7 +276,7 @@ impl Dispatch for Eval {
         cfg.seed = self.args.seed;
         let trainer = SdpoTrainer::new(
             cfg,
-            loaded.model,
+            model,
             loaded.tokenizer,
             Dataset::from_rows(self.rows.clone())?,
             self.rewards_from.build()?,
