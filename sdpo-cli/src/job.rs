@@ -53,7 +53,13 @@ pub fn load_data(cfg: &RunConfig) -> Result<Data, CliError> {
         (None, Some(path)) => {
             let all = Dataset::from_jsonl(path)?;
             if cfg.eval.held_out > 0 && cfg.eval.dataset.is_none() {
-                let split = all.split(cfg.eval.held_out, seed)?;
+                let split = all.split(cfg.eval.held_out, seed).map_err(|e| CliError::Invalid {
+                    field: "eval.held_out",
+                    reason: format!(
+                        "{e} (dataset {}); lower it, set 0 for no held-out evaluation, or give eval.dataset",
+                        path.display()
+                    ),
+                })?;
                 (split.train, split.held_out.rows().to_vec())
             } else {
                 (all, Vec::new())
@@ -258,6 +264,10 @@ mod tests {
         assert_eq!((data.train.len(), data.held_out.len()), (6, 6));
         cfg.eval.held_out = 6;
         cfg.eval.dataset = None;
-        assert!(matches!(load_data(&cfg), Err(CliError::Dataset(_))));
+        let err = load_data(&cfg).unwrap_err().to_string();
+        assert!(
+            err.contains("eval.held_out") && err.contains("6 of 6"),
+            "{err}"
+        );
     }
 }

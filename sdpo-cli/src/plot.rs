@@ -71,6 +71,7 @@ fn draw(path: &Path, runs: &[RunCurves]) -> Result<(), String> {
     chart
         .configure_mesh()
         .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc("reward / success")
         .draw()
         .map_err(|e| err(&e))?;
@@ -100,7 +101,7 @@ fn draw(path: &Path, runs: &[RunCurves]) -> Result<(), String> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
