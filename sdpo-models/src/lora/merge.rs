@@ -30,7 +30,10 @@ pub fn merge<B: Backend>(base: &CausalLm<B>, lora: &LoraSet<B>) -> Result<Causal
             let delta = adapter.delta_weight().detach();
             linear.weight = linear.weight.clone().map(|w| {
                 let require_grad = w.is_require_grad();
-                w.detach().add(delta).set_require_grad(require_grad)
+                w.detach()
+                    .add(delta)
+                    .detach()
+                    .set_require_grad(require_grad)
             });
         }
     }
