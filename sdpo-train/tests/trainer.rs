@@ -71,6 +71,12 @@ fn small_config() -> TrainConfig {
 }
 
 fn trainer(cfg: TrainConfig, rewards: Rewards) -> SdpoTrainer<B> {
+    // Bit-identical runs need single-threaded kernels: with burn-ndarray's `multi-threads`
+    // (on in workspace builds), matrixmultiply's threaded GEMM gave runs that differ in the
+    // last bits. Both libraries read these once, before their first use; every test calls
+    // this first.
+    std::env::set_var("MATMUL_NUM_THREADS", "1");
+    std::env::set_var("RAYON_NUM_THREADS", "1");
     let device = Default::default();
     Inner::seed(&device, 11);
     let tok = char_tokenizer().unwrap();
