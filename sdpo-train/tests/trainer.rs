@@ -70,13 +70,14 @@ fn small_config() -> TrainConfig {
     }
 }
 
+/// Burn's random generator is one per device and process: tests running in parallel would
+/// draw from it in an interleaved order, so every test here holds this lock throughout.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn trainer(cfg: TrainConfig, rewards: Rewards) -> SdpoTrainer<B> {
-    // Bit-identical runs need single-threaded kernels: with burn-ndarray's `multi-threads`
-    // (on in workspace builds), matrixmultiply's threaded GEMM gave runs that differ in the
-    // last bits. Both libraries read these once, before their first use; every test calls
-    // this first.
-    std::env::set_var("MATMUL_NUM_THREADS", "1");
-    std::env::set_var("RAYON_NUM_THREADS", "1");
     let device = Default::default();
     Inner::seed(&device, 11);
     let tok = char_tokenizer().unwrap();
@@ -112,6 +113,7 @@ fn all_finite(p: &HashMap<ParamId, Vec<f32>>) -> bool {
 
 #[test]
 fn every_teacher_mode_and_loss_variant_runs_a_finite_step() {
+    let _serial = serial();
     let mut cases: Vec<(&str, TrainConfig)> = Vec::new();
     for mode in [
         TeacherMode::Ema,
@@ -183,6 +185,7 @@ fn every_teacher_mode_and_loss_variant_runs_a_finite_step() {
 
 #[test]
 fn a_batch_where_nothing_succeeds_gives_zero_distillation_loss() {
+    let _serial = serial();
     let never = Rewards::new()
         .add(reward_fn("never", |_| Ok(RewardOutput::new(0.0))), 1.0)
         .unwrap();
@@ -204,6 +207,7 @@ fn a_batch_where_nothing_succeeds_gives_zero_distillation_loss() {
 
 #[test]
 fn teacher_prompt_is_the_reprompt_template_with_a_peer_success() {
+    let _serial = serial();
     let mut t = trainer(small_config(), parity_rewards());
     let report = t.step().unwrap();
     let tok = char_tokenizer().unwrap();
@@ -244,6 +248,7 @@ fn teacher_prompt_is_the_reprompt_template_with_a_peer_success() {
 
 #[test]
 fn teacher_is_gathered_at_exactly_the_students_topk() {
+    let _serial = serial();
     let mut cfg = small_config();
     cfg.sdpo.distillation_add_tail = false; // renormalized top-k: only the support matters
     cfg.sdpo.is_clip = None;
@@ -326,6 +331,7 @@ fn teacher_is_gathered_at_exactly_the_students_topk() {
 
 #[test]
 fn ema_moves_the_teacher_by_exactly_the_rate_and_frozen_never_moves() {
+    let _serial = serial();
     let mut cfg = small_config();
     cfg.sdpo.teacher_update_rate = 0.25;
     let mut t = trainer(cfg.clone(), parity_rewards());
@@ -376,6 +382,7 @@ fn ema_moves_the_teacher_by_exactly_the_rate_and_frozen_never_moves() {
 
 #[test]
 fn teacher_memory_is_one_copy_adapters_only_or_nothing() {
+    let _serial = serial();
     let model_bytes = {
         let t = trainer(small_config(), parity_rewards());
         param_bytes::<B, _>(&t.policy().lm)
@@ -409,6 +416,7 @@ fn teacher_memory_is_one_copy_adapters_only_or_nothing() {
 
 #[test]
 fn lora_training_leaves_every_base_weight_bit_identical() {
+    let _serial = serial();
     let mut cfg = small_config();
     cfg.lora = Some(LoraConfig::default());
     cfg.sdpo.teacher_mode = TeacherMode::LoraEma;
@@ -423,6 +431,7 @@ fn lora_training_leaves_every_base_weight_bit_identical() {
 
 #[test]
 fn resume_continues_bit_identically() {
+    let _serial = serial();
     let cfg = TrainConfig {
         mini_batches: 2,
         ..small_config()
@@ -471,6 +480,7 @@ fn resume_continues_bit_identically() {
 
 #[test]
 fn a_checkpoint_from_another_kind_of_run_is_refused_by_name() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut t = trainer(small_config(), parity_rewards());
     t.step().unwrap();
