@@ -499,20 +499,34 @@ impl SdpoConfig {
     /// [`ConfigError::Io`] if the file cannot be read, otherwise as
     /// [`Self::from_ron_str_named`].
     pub fn from_ron_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_ron_str_named(&text, &path.display().to_string())
+        let (text, name) = read_config_file(path.as_ref())?;
+        Self::from_ron_str_named(&text, &name)
     }
 
     /// The config as pretty RON (what a run folder stores).
     pub fn to_ron_string(&self) -> String {
-        // Serializing plain data with derived impls cannot fail.
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
-            .unwrap_or_else(|e| format!("/* cannot serialize config: {e} */"))
+        to_pretty_ron(self)
     }
+}
+
+/// Reads a config file's text; returns it with the name to use in parse errors.
+///
+/// # Errors
+/// [`ConfigError::Io`] naming the path.
+pub fn read_config_file(path: &Path) -> Result<(String, String), ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    Ok((text, name))
+}
+
+/// Any serde value as pretty RON (what run folders store).
+pub fn to_pretty_ron<T: Serialize>(value: &T) -> String {
+    // Serializing plain data with derived impls cannot fail.
+    ron::ser::to_string_pretty(value, ron::ser::PrettyConfig::default())
+        .unwrap_or_else(|e| format!("/* cannot serialize config: {e} */"))
 }
 
 /// Parses any serde type from RON, mapping errors to [`ConfigError::Parse`]

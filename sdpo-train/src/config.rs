@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use sdpo_core::config::{parse_ron, ConfigError};
+use sdpo_core::config::{parse_ron, read_config_file, to_pretty_ron, ConfigError};
 use sdpo_core::{SdpoConfig, TeacherMode};
 use sdpo_models::generate::SamplingParams;
 use sdpo_models::lora::LoraConfig;
@@ -268,18 +268,13 @@ impl TrainConfig {
     /// # Errors
     /// As [`Self::from_ron_str_named`], or [`ConfigError::Io`].
     pub fn from_ron_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_ron_str_named(&text, &path.display().to_string())
+        let (text, name) = read_config_file(path.as_ref())?;
+        Self::from_ron_str_named(&text, &name)
     }
 
     /// The config as pretty RON (what a run folder records).
     pub fn to_ron_string(&self) -> String {
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
-            .unwrap_or_else(|e| format!("/* cannot serialize config: {e} */"))
+        to_pretty_ron(self)
     }
 }
 
