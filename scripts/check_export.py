@@ -9,7 +9,7 @@ What it does:
 
 1. builds a 256-token byte-level BPE tokenizer with a ChatML template (the tiny fixture models
    have 256 embedding rows) and saves it with transformers' `save_pretrained`;
-2. runs `cargo run -p sdpo-models --example export_check`, which loads every tiny fixture
+2. runs the ignored test `export_check` of `cargo test -p sdpo-models --test models`, which loads every tiny fixture
    model (`sdpo-models/tests/fixtures/models/`), merges a random rank-4 LoRA into it, exports
    it with `export_hf_dir` and writes our logits on a fixed left-padded batch, our token ids
    and chat-template renderings; it also writes the SmolLM2 tokenizer fixture back with
@@ -23,6 +23,7 @@ Exits with status 1 on any mismatch. Nothing is written to the repository.
 """
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -113,10 +114,12 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "tiny_tokenizer"
     tiny_tokenizer(tok_dir)
+    env = dict(os.environ, SDPO_EXPORT_TOKENIZER=str(tok_dir), SDPO_EXPORT_OUT=str(out / "exports"),
+               SDPO_EXPORT_EXTRA_TOKENIZER=str(SMOLLM2))
     subprocess.run(
-        ["cargo", "run", "-q", "-p", "sdpo-models", "--example", "export_check", "--",
-         str(tok_dir), str(out / "exports"), str(SMOLLM2)],
-        cwd=ROOT, check=True,
+        ["cargo", "test", "-q", "-p", "sdpo-models", "--test", "models", "export_check", "--",
+         "--ignored", "--exact", "export_check::export_check"],
+        cwd=ROOT, check=True, env=env,
     )
     exports = out / "exports"
     failures = []

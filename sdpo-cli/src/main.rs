@@ -34,8 +34,8 @@ use models::ModelRef;
 #[derive(Parser, Debug)]
 #[command(name = "sdpo", version, propagate_version = true)]
 struct Cli {
-    /// Compute backend: ndarray (CPU, always built), wgpu or cuda (cargo features of the same
-    /// names). Default: the config's `backend`, else ndarray.
+    /// Compute backend: flex or ndarray (CPU, both in the default build), wgpu or cuda (cargo
+    /// features of the same names). Default: the config's `backend`, else flex.
     #[arg(long, global = true, value_enum)]
     backend: Option<BackendKind>,
     #[command(subcommand)]

@@ -105,7 +105,7 @@ pub struct RunConfig {
     pub warm_start: WarmStartConfig,
     /// Held-out evaluation.
     pub eval: EvalConfig,
-    /// The compute backend (`ndarray`, `wgpu`, `cuda`); `--backend` overrides it.
+    /// The compute backend (`flex`, `ndarray`, `wgpu`, `cuda`); `--backend` overrides it.
     pub backend: BackendKind,
     /// The run folder; default `runs/run-N` (the first unused N). `--out` overrides it.
     pub output_dir: Option<PathBuf>,
@@ -131,7 +131,7 @@ impl Default for RunConfig {
             train: builtin_train_config(),
             warm_start: WarmStartConfig::default(),
             eval: EvalConfig::default(),
-            backend: BackendKind::Ndarray,
+            backend: BackendKind::Flex,
             output_dir: None,
         }
     }

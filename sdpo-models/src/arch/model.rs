@@ -138,10 +138,7 @@ impl<B: Backend> CausalLm<B> {
                 let [b, n, h] = hidden.dims();
                 let weight = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 let vocab = weight.dims()[0];
-                hidden
-                    .reshape([b * n, h])
-                    .matmul(weight.transpose())
-                    .reshape([b, n, vocab])
+                tied_head(hidden.reshape([b * n, h]), weight).reshape([b, n, vocab])
             }
         }
     }
@@ -149,6 +146,20 @@ impl<B: Backend> CausalLm<B> {
     /// An empty cache sized for this model.
     pub fn new_cache(&self) -> KvCache<B> {
         KvCache::new(self.config.num_layers)
+    }
+}
+
+/// `rows · weightᵀ` for a tied head (`rows`: `[n, hidden]`, `weight`: `[vocab, hidden]`).
+///
+/// A backend whose GEMM wants contiguous operands copies whichever operand is transposed: with
+/// few rows (decoding) that must not be the `[vocab, hidden]` embedding, so the product is
+/// computed as `(weight · rowsᵀ)ᵀ` and only the small `[n, vocab]` result is transposed.
+fn tied_head<B: Backend>(rows: Tensor<B, 2>, weight: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [n, hidden] = rows.dims();
+    if n < hidden {
+        weight.matmul(rows.transpose()).transpose()
+    } else {
+        rows.matmul(weight.transpose())
     }
 }
 
@@ -209,6 +220,29 @@ mod tests {
     use burn::tensor::TensorData;
 
     type B = NdArray<f32>;
+
+    #[test]
+    fn tied_head_orders_agree() {
+        let device = Default::default();
+        let weight = Tensor::<B, 2>::random(
+            [11, 6],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
+        // 3 rows (< hidden 6) takes the transposed-product path, 9 rows the direct one.
+        for n in [3, 9] {
+            let rows = Tensor::<B, 2>::random(
+                [n, 6],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let got = tied_head(rows.clone(), weight.clone());
+            assert_eq!(got.dims(), [n, 11]);
+            let want = rows.matmul(weight.clone().transpose());
+            got.into_data()
+                .assert_approx_eq::<f32>(&want.into_data(), burn::tensor::Tolerance::default());
+        }
+    }
 
     #[test]
     fn positions_follow_left_padding() {

@@ -1,5 +1,5 @@
 //! Times the pieces of the default loss on one shape (a profiling aid, not a
-//! benchmark): `cargo run --release -p sdpo-core --example loss_profile -- 8 512 49152`.
+//! benchmark): `cargo bench -p sdpo-core --bench loss_profile -- 8 512 49152`.
 use std::time::Instant;
 
 use burn::backend::{Flex, NdArray};

