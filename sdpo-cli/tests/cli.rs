@@ -335,20 +335,20 @@ fn bad_inputs_are_errors_not_panics() {
 }
 
 #[test]
-fn example_smollm2_config_reads_data_and_rewards_before_the_model() {
-    // The model folder is not in the repository: the run gets as far as loading it.
+fn example_smollm2_configs_read_data_and_rewards_before_the_model() {
+    // The model files are not in the repository: each run gets as far as loading them.
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("run");
-    let err = fails(sdpo(&[
-        "train",
+    for config in [
         "examples/configs/smollm2-lora.ron",
-        "--out",
-        out.to_str().unwrap(),
-    ]));
-    assert!(
-        err.contains("cannot load model") && err.contains("SmolLM2-135M-Instruct"),
-        "{err}"
-    );
+        "examples/configs/smollm2-lora-addition.ron",
+    ] {
+        let out = tmp.path().join("run");
+        let err = fails(sdpo(&["train", config, "--out", out.to_str().unwrap()]));
+        assert!(
+            err.contains("cannot load model") && err.contains("SmolLM2-135M-Instruct"),
+            "{config}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -498,3 +498,94 @@ fn a_checkpoint_from_another_kind_of_run_is_refused_by_name() {
     let err = same.load_checkpoint(&ckpt).unwrap_err().to_string();
     assert!(err.contains("optimizer.mpk"), "{err}");
 }
+
+/// A small learnable task: four addition problems on which the warm-started model is right
+/// about a third of the time (its plain answers were taught as a mix of the right sum and two
+/// near misses), and which it answers correctly when shown a correct solution (the teacher's
+/// reprompt format). SDPO distils the teacher, conditioned on a successful peer, into the
+/// student: the train reward must rise by a clear margin within tens of steps.
+#[test]
+fn reward_rises_with_sdpo_on_a_small_learnable_task() {
+    use sdpo_train::builtin::job::WarmStartConfig;
+    use sdpo_train::builtin::warm_start::{sft_examples, warm_start, SftExample, WarmStartMix};
+
+    let _serial = serial();
+    let device = Default::default();
+    Inner::seed(&device, 21);
+    let tok = char_tokenizer().unwrap();
+    let rows: Vec<_> = Task::Addition
+        .problems()
+        .into_iter()
+        .filter(|r| {
+            let text = &r.prompt.to_messages()[0].content;
+            ["3+4=", "12+9=", "7+15=", "18+6="].contains(&text.as_str())
+        })
+        .collect();
+    assert_eq!(rows.len(), 4);
+    let cfg = TrainConfig {
+        sdpo: SdpoConfig {
+            distillation_topk: Some(20),
+            ..SdpoConfig::default()
+        },
+        num_generations: 8,
+        prompts_per_step: 4,
+        steps: 40,
+        sampling: SamplingParams {
+            max_new_tokens: 4,
+            ..SamplingParams::default()
+        },
+        optimizer: sdpo_train::config::OptimizerConfig {
+            // Measured with this seed: 1e-4 rises steadily (0.28 → 0.9 by step 30); 3e-4 and
+            // 1e-3 reach ~0.97 within 15 steps, then degrade once every group succeeds.
+            learning_rate: 1e-4,
+            ..Default::default()
+        },
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    // Reprompt format: the teacher's prompt with a correct solution → that solution.
+    let mix = WarmStartMix {
+        plain_fraction: 0.0,
+        with_demonstration: true,
+        with_feedback: false,
+    };
+    let mut examples = sft_examples(Task::Addition, &rows, &tok, &cfg.sdpo, mix, 0).unwrap();
+    // Plain format: the right sum once, each of two near misses once.
+    let eos = tok.eos_token_ids()[0];
+    for row in &rows {
+        let messages = row.prompt.to_messages();
+        let prompt = tok
+            .encode(&tok.apply_chat_template(&messages, true).unwrap(), false)
+            .unwrap();
+        let sum: i64 = row.fields["answer"].as_str().unwrap().parse().unwrap();
+        for answer in [sum, sum + 1, sum - 1] {
+            let mut target = tok.encode(&answer.to_string(), false).unwrap();
+            target.push(eos);
+            examples.push(SftExample {
+                prompt: prompt.clone(),
+                target,
+            });
+        }
+    }
+    let warm = WarmStartConfig {
+        steps: 120,
+        batch_size: examples.len(),
+        learning_rate: 3e-3,
+        ..WarmStartConfig::default()
+    };
+    let model = init_model::<B>(&tiny_model_config(tok.vocab_size()), &device);
+    let (model, _) = warm_start(model, &examples, &warm, 0, &device, |_, _| {}).unwrap();
+    let rewards = Rewards::new().add(Task::Addition, 1.0).unwrap();
+    let dataset = Dataset::from_rows(rows).unwrap();
+    let mut trainer = SdpoTrainer::new(cfg, model, tok, dataset, rewards, &device).unwrap();
+    let mut curve = Vec::new();
+    for _ in 0..40 {
+        curve.push(trainer.step().unwrap().metrics["reward/mean"]);
+    }
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let (first, last) = (mean(&curve[..5]), mean(&curve[30..]));
+    assert!(
+        last >= first + 0.25 && last >= 0.6,
+        "train reward did not rise: first 5 steps {first:.3}, last 10 {last:.3} ({curve:?})"
+    );
+}
