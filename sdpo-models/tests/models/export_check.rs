@@ -28,15 +28,9 @@ use sdpo_models::lora::{merge, LoraConfig, LoraSet};
 use sdpo_models::{load_hf_dir, ChatMessage, Tokenizer};
 use serde_json::json;
 
-type B = NdArray<f32>;
+use super::lora_export::FIXTURES;
 
-const FIXTURES: [&str; 5] = [
-    "llama3_rope",
-    "llama_tied_sharded",
-    "mistral_window",
-    "qwen2_bf16",
-    "qwen3_f16",
-];
+type B = NdArray<f32>;
 
 /// Texts whose ids are compared with transformers'.
 const TEXTS: [&str; 5] = [

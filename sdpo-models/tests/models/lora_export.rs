@@ -28,7 +28,8 @@ use sdpo_models::{load_hf_dir, CausalDecoder, CausalLm, ModelConfig, Tokenizer};
 type B = NdArray<f32>;
 type AB = Autodiff<NdArray<f32>>;
 
-const FIXTURES: [&str; 5] = [
+/// Every tiny fixture model (also exported by `export_check`).
+pub(crate) const FIXTURES: [&str; 5] = [
     "llama3_rope",
     "llama_tied_sharded",
     "mistral_window",
