@@ -10,7 +10,6 @@ use burn::tensor::Device;
 use sdpo_models::CausalLm;
 use sdpo_models::Tokenizer;
 use sdpo_train::builtin::job::{builtin_job, BuiltinJobConfig};
-use sdpo_train::builtin::Task;
 use sdpo_train::dataset::{Dataset, Row};
 use sdpo_train::reward::{RewardConfig, Rewards};
 use sdpo_train::{SdpoTrainer, TrainConfig};
@@ -99,7 +98,8 @@ pub struct Job<B: AutodiffBackend> {
     pub train_rows: Dataset,
     /// Seconds spent in the warm start (0 without one).
     pub warm_start_secs: f64,
-    /// The warm start's last loss.
+    /// The warm start's mean loss over its last tenth of steps (batches are grouped by
+    /// length, so single steps' losses differ by batch).
     pub warm_start_loss: Option<f64>,
 }
 
@@ -119,7 +119,7 @@ pub fn build_job<B: AutodiffBackend>(
         // Built before any model is loaded, so a bad reward fails fast; the built-in job
         // scores with its task's own verifier.
         drop(rewards);
-        let task = cfg.effective_task().unwrap_or(Task::Addition);
+        let task = cfg.effective_task().unwrap_or_default();
         let t0 = Instant::now();
         let job_cfg = BuiltinJobConfig {
             task,
@@ -145,7 +145,7 @@ pub fn build_job<B: AutodiffBackend>(
             tokenizer,
             train_rows,
             warm_start_secs,
-            warm_start_loss: job.warm_start_losses.last().copied(),
+            warm_start_loss: tail_mean(&job.warm_start_losses),
         });
     }
     let (model, tokenizer) = load_spec::<B>(&cfg.model, cfg.train.seed, device)?;
@@ -202,6 +202,12 @@ fn job_from_model<B: AutodiffBackend>(
     })
 }
 
+/// The mean of the last tenth (at least one) of `losses`; `None` when empty.
+pub fn tail_mean(losses: &[f64]) -> Option<f64> {
+    let n = (losses.len() / 10).max(1).min(losses.len());
+    (n > 0).then(|| losses[losses.len() - n..].iter().sum::<f64>() / n as f64)
+}
+
 /// A GRPO trainer (`distillation_weight` 0) with `job`'s budget, seed and starting weights.
 ///
 /// # Errors
@@ -231,6 +237,15 @@ pub fn grpo_config(train: &TrainConfig) -> TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sdpo_train::builtin::Task;
+
+    #[test]
+    fn tail_mean_averages_the_last_tenth() {
+        assert_eq!(tail_mean(&[]), None);
+        assert_eq!(tail_mean(&[3.0]), Some(3.0));
+        let losses: Vec<f64> = (0..20).map(f64::from).collect();
+        assert_eq!(tail_mean(&losses), Some(18.5));
+    }
 
     #[test]
     fn task_data_matches_the_builtin_split_and_train_rows() {
@@ -239,7 +254,7 @@ mod tests {
             ..RunConfig::default()
         };
         let data = load_data(&cfg).unwrap();
-        let (train, held) = Task::Addition.split(cfg.eval.held_out, cfg.train.seed);
+        let (train, held) = Task::default().split(cfg.eval.held_out, cfg.train.seed);
         assert_eq!(data.held_out, held);
         assert_eq!(data.train.rows(), &train[..10]);
     }

@@ -1,6 +1,6 @@
 //! The `sdpo` command-line trainer: `train`, `eval`, `generate`, `inspect`, `export`.
 //!
-//! `sdpo train` with no arguments trains the built-in model on the built-in addition task on
+//! `sdpo train` with no arguments trains the built-in model on the built-in sort-digits task on
 //! the CPU (no downloads) and writes a run folder; a RON file describes any other run (see
 //! [`run_config`]). Errors print as `error: ...` with their causes, exit status 1.
 #![warn(missing_docs)]
@@ -29,7 +29,7 @@ use models::ModelRef;
 
 /// SDPO (Self-Distilled Policy Optimization) for language models, on Burn.
 ///
-/// `sdpo train` with no arguments runs the built-in job: a small model learns addition on
+/// `sdpo train` with no arguments runs the built-in job: a small model learns to sort digits on
 /// the CPU, with a before/after table and a run folder (metrics, plot, checkpoints).
 #[derive(Parser, Debug)]
 #[command(name = "sdpo", version, propagate_version = true)]

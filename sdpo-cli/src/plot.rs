@@ -1,5 +1,5 @@
-//! `plot.svg`: train reward (per step) and held-out success (per evaluation) of one or more
-//! runs over training steps, drawn with plotters' SVG backend.
+//! `plot.svg`: train reward (per step, faint, with its trailing mean) and held-out success (per
+//! evaluation) of one or more runs over training steps, drawn with plotters' SVG backend.
 
 use std::path::Path;
 
@@ -35,6 +35,25 @@ fn y_range(runs: &[RunCurves]) -> (f64, f64) {
     let (lo, hi) = values.fold((0.0f64, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let pad = (hi - lo) * 0.05;
     (lo - pad, hi + pad)
+}
+
+/// The trailing mean over `window` points of the finite values of `points` (a shorter window
+/// at the start), at each point's step.
+fn rolling_mean(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    let finite: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    let window = window.max(1);
+    let mut sum = 0.0;
+    finite
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, y))| {
+            sum += y;
+            if i >= window {
+                sum -= finite[i - window].1;
+            }
+            (x, sum / (i + 1).min(window) as f64)
+        })
+        .collect()
 }
 
 /// Draws `runs` into the SVG file `path` (replacing it).
@@ -81,11 +100,25 @@ fn draw(path: &Path, runs: &[RunCurves]) -> Result<(), String> {
             pts.iter().copied().filter(|p| p.1.is_finite()).collect()
         };
         if !run.reward.is_empty() {
+            // Each step's reward is a mean over few prompts and jumps; its trailing mean
+            // over ~1/25 of the run shows the trend.
+            let window = (run.reward.len() / 25).max(1);
             chart
-                .draw_series(LineSeries::new(finite(&run.reward), color.mix(0.55)))
+                .draw_series(LineSeries::new(finite(&run.reward), color.mix(0.18)))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(LineSeries::new(
+                    rolling_mean(&run.reward, window),
+                    color.mix(0.7).stroke_width(2),
+                ))
                 .map_err(|e| err(&e))?
-                .label(format!("{} train reward", run.label))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.mix(0.55)));
+                .label(format!(
+                    "{} train reward (mean of {window} steps; faint: each step)",
+                    run.label
+                ))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.mix(0.7).stroke_width(2))
+                });
         }
         if !run.held_out.is_empty() {
             chart
@@ -141,6 +174,22 @@ mod tests {
             assert!(svg.contains(label), "missing {label}");
         }
         assert!(!svg.contains("grpo held-out success"));
+    }
+
+    #[test]
+    fn rolling_mean_trails_and_skips_non_finite_values() {
+        let pts = [
+            (1.0, 1.0),
+            (2.0, f64::NAN),
+            (3.0, 3.0),
+            (4.0, 5.0),
+            (5.0, 7.0),
+        ];
+        assert_eq!(
+            rolling_mean(&pts, 2),
+            vec![(1.0, 1.0), (3.0, 2.0), (4.0, 4.0), (5.0, 6.0)]
+        );
+        assert_eq!(rolling_mean(&pts, 0).len(), 4);
     }
 
     #[test]

@@ -88,7 +88,7 @@ impl Default for EvalConfig {
 pub struct RunConfig {
     /// The model to train. Default `Builtin`.
     pub model: ModelSpec,
-    /// A built-in task (`addition` or `sort-digits`), its own verifier. Default: `addition`
+    /// A built-in task (`sort-digits` or `addition`), its own verifier. Default: `sort-digits`
     /// unless `dataset` is set.
     pub task: Option<Task>,
     /// A JSONL dataset (one `{"prompt": ..., ...}` object a line); needs `rewards`.
@@ -317,7 +317,7 @@ impl RunConfig {
     pub fn effective_task(&self) -> Option<Task> {
         match (&self.task, &self.dataset) {
             (Some(t), _) => Some(*t),
-            (None, None) => Some(Task::Addition),
+            (None, None) => Some(Task::default()),
             (None, Some(_)) => None,
         }
     }
@@ -375,6 +375,7 @@ impl RunConfig {
     /// or [`CliError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), CliError> {
         self.train.validate()?;
+        self.warm_start.validate()?;
         if self.task.is_some() && self.dataset.is_some() {
             return Err(CliError::Invalid {
                 field: "task",
@@ -429,12 +430,13 @@ impl RunConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sdpo_core::config::TeacherMode;
 
     #[test]
     fn default_is_the_builtin_job_and_round_trips() {
         let cfg = RunConfig::default();
         cfg.validate().unwrap();
-        assert_eq!(cfg.effective_task(), Some(Task::Addition));
+        assert_eq!(cfg.effective_task(), Some(Task::SortDigits));
         let text = cfg.to_ron_string().unwrap();
         assert_eq!(RunConfig::from_run_file_text(&text), cfg);
         // The layering path reads it back unchanged too.
@@ -454,7 +456,11 @@ mod tests {
         assert_eq!(cfg.train.steps, 5);
         assert_eq!(cfg.train.sdpo.alpha, 1.0);
         // The built-in job's calibrated values survive a partial `train`.
-        assert_eq!(cfg.train.optimizer.learning_rate, 1e-3);
+        assert_eq!(
+            cfg.train.optimizer.learning_rate,
+            default_train_config().optimizer.learning_rate
+        );
+        assert_eq!(cfg.train.sdpo.teacher_mode, TeacherMode::Frozen);
         assert_eq!(cfg.train.sampling.max_new_tokens, 8);
         // Another model starts from the generic trainer defaults.
         let cfg = RunConfig::from_ron_str(
@@ -487,7 +493,7 @@ mod tests {
                 Override::set("train.sdpo.alpha=1.0"),
                 Override::set("train.lora=Some((rank:4))"),
                 Override::set("train.lora.alpha=4.0"),
-                Override::set("task=sort-digits"),
+                Override::set("task=\"sort-digits\""),
                 Override::set("model=HfDir(\"x\")"),
             ])
             .unwrap();

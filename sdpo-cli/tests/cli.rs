@@ -99,7 +99,7 @@ fn smoke_run_writes_the_run_folder_then_exports_and_resumes() {
     // The resolved config reads back as a config.
     let config = std::fs::read_to_string(run.join("config.ron")).unwrap();
     assert!(
-        config.contains("steps: 3") && config.contains("task: Some(addition)"),
+        config.contains("steps: 3") && config.contains("task: Some(\"sort-digits\")"),
         "{config}"
     );
 
@@ -254,6 +254,16 @@ fn unknown_set_path_is_named() {
     );
     let err = fails(sdpo(&["train", "--set", "train.steps=lots"]));
     assert!(err.contains("--set train.steps=lots"), "{err}");
+    // A value out of its domain is named before the warm start begins.
+    let err = fails(sdpo(&["train", "--set", "warm_start.plain_mistakes=1.5"]));
+    assert!(
+        err.contains("warm_start.plain_mistakes") && err.contains("[0, 1]"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("warm start "),
+        "failed before any model work: {err}"
+    );
 }
 
 #[test]

@@ -397,3 +397,54 @@ fn evaluation_runs_in_parallel_up_to_the_bound() {
         );
     }
 }
+
+/// The README's external-command example (`examples/rewards/python_tests_reward.py`): a
+/// passing solution scores 1, a failing assert becomes the feedback, an endless loop is cut
+/// by the script's own 5 s timeout (inside the trainer's 30 s one).
+#[test]
+fn python_tests_reward_example_scores_explains_and_times_out() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/rewards/python_tests_reward.py")
+        .to_string_lossy()
+        .into_owned();
+    let reward = CommandReward::new("python3", Duration::from_secs(30))
+        .unwrap()
+        .args([script]);
+    let prompt = Prompt::from("Write add(a, b).");
+    let fields = row(json!({"tests": ["assert add(1, 2) == 3", "assert add(-4, 4) == 0"]}));
+    let run = |completion: &str| {
+        reward
+            .run(&RewardInput::new(&prompt, completion, &[], &fields))
+            .unwrap()
+    };
+    let right = run("Here:\n```python\ndef add(a, b):\n    return a + b\n```\n");
+    assert_eq!(right, RewardOutput::new(1.0));
+    let wrong = run("```python\ndef add(a, b):\n    return a - b\n```");
+    assert_eq!(wrong.score, 0.0);
+    assert_eq!(
+        wrong.feedback.as_deref(),
+        Some("failed: assert add(1, 2) == 3")
+    );
+    let broken = run("def add(a, b) return a");
+    assert_eq!(broken.score, 0.0);
+    assert!(
+        broken
+            .feedback
+            .as_deref()
+            .unwrap_or("")
+            .contains("SyntaxError"),
+        "{broken:?}"
+    );
+    let t0 = Instant::now();
+    let endless = run("def add(a, b):\n    while True:\n        pass\n");
+    assert_eq!(endless.score, 0.0);
+    assert!(
+        endless
+            .feedback
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out after 5 s"),
+        "{endless:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(25));
+}

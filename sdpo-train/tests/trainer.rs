@@ -507,7 +507,7 @@ fn a_checkpoint_from_another_kind_of_run_is_refused_by_name() {
 #[test]
 fn reward_rises_with_sdpo_on_a_small_learnable_task() {
     use sdpo_train::builtin::job::WarmStartConfig;
-    use sdpo_train::builtin::warm_start::{sft_examples, warm_start, SftExample, WarmStartMix};
+    use sdpo_train::builtin::warm_start::{sft_examples, warm_start, SftExample};
 
     let _serial = serial();
     let device = Default::default();
@@ -544,12 +544,13 @@ fn reward_rises_with_sdpo_on_a_small_learnable_task() {
         ..TrainConfig::default()
     };
     // Reprompt format: the teacher's prompt with a correct solution → that solution.
-    let mix = WarmStartMix {
+    let mix = WarmStartConfig {
         plain_fraction: 0.0,
         with_demonstration: true,
         with_feedback: false,
+        ..WarmStartConfig::default()
     };
-    let mut examples = sft_examples(Task::Addition, &rows, &tok, &cfg.sdpo, mix, 0).unwrap();
+    let mut examples = sft_examples(Task::Addition, &rows, &tok, &cfg.sdpo, &mix, 0).unwrap();
     // Plain format: the right sum once, each of two near misses once.
     let eos = tok.eos_token_ids()[0];
     for row in &rows {

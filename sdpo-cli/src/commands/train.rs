@@ -36,7 +36,7 @@ use crate::run_dir::{
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     /// A RON run config (see examples/configs/); without one, the built-in job: the built-in
-    /// model warm-started and trained on the built-in addition task, on the CPU.
+    /// model warm-started and trained on the built-in sort-digits task, on the CPU.
     pub config: Option<PathBuf>,
     /// Override a config field by dotted path, the value in RON
     /// (`--set train.steps=20 --set train.sdpo.alpha=1.0 --set 'train.lora=Some((rank:4))'`).
@@ -198,15 +198,23 @@ impl Dispatch for Plan {
             let warm = cfg
                 .warm_starts()
                 .then(|| warm_start_bar(cfg.warm_start.steps));
+            // Shown: the mean loss of the last tenth of the steps (batches are grouped by
+            // length, so single steps' losses jump between short and long prompts).
+            let tenth = (cfg.warm_start.steps / 10).max(1);
+            let mut recent = std::collections::VecDeque::with_capacity(tenth);
             let mut job = build_job::<B>(cfg, &device, |step, loss| {
+                if recent.len() == tenth {
+                    recent.pop_front();
+                }
+                recent.push_back(loss);
+                let mean = recent.iter().sum::<f64>() / recent.len() as f64;
                 if let Some(bar) = &warm {
                     bar.set_position(step as u64 + 1);
-                    bar.set_message(format!("loss {loss:.3}"));
+                    bar.set_message(format!("loss {mean:.3}"));
                     // Without a terminal the bar is hidden: a line every tenth of the way.
-                    let tenth = (cfg.warm_start.steps / 10).max(1);
                     if bar.is_hidden() && (step + 1) % tenth == 0 {
                         eprintln!(
-                            "warm start {}/{} loss {loss:.3}",
+                            "warm start {}/{} loss {mean:.3}",
                             step + 1,
                             cfg.warm_start.steps
                         );
@@ -216,7 +224,7 @@ impl Dispatch for Plan {
             if let Some(bar) = warm {
                 bar.finish_and_clear();
                 eprintln!(
-                    "warm start: {} steps in {:.1}s, final loss {:.3}",
+                    "warm start: {} steps in {:.1}s, final loss {:.3} (mean of the last tenth)",
                     cfg.warm_start.steps,
                     job.warm_start_secs,
                     job.warm_start_loss.unwrap_or(f64::NAN)

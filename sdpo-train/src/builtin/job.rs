@@ -6,10 +6,12 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use sdpo_core::config::{ConfigError, TeacherMode};
+
 use sdpo_models::generate::{sampler_rng, SamplingParams};
 
 use super::tasks::Task;
-use super::warm_start::{sft_examples, warm_start, WarmStartMix};
+use super::warm_start::{sft_examples, warm_start};
 use super::{char_tokenizer, init_model, tiny_model_config};
 use crate::dataset::{Dataset, Row};
 use crate::reward::Rewards;
@@ -20,7 +22,7 @@ use crate::TrainConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WarmStartConfig {
-    /// AdamW steps. Default 400.
+    /// AdamW steps. Default 1000.
     pub steps: usize,
     /// Examples per step. Default 32.
     pub batch_size: usize,
@@ -29,19 +31,65 @@ pub struct WarmStartConfig {
     /// Fraction of training problems whose plain answer is taught (the rest only appear as
     /// demonstrations or with feedback). Default 0.5.
     pub plain_fraction: f64,
+    /// Fraction of the plain-format examples whose target is the task's typical mistake
+    /// (sorting: the input copied unsorted; addition: the sum plus one) instead of the
+    /// answer, so the warm-started policy is an imperfect one — right on some prompts, making
+    /// a habitual mistake on others — as a pretrained model would be. Reprompt-format
+    /// examples always end in the right answer. Default 0.5.
+    pub plain_mistakes: f64,
     /// Teach the reprompt format with a correct demonstration. Default true.
     pub with_demonstration: bool,
     /// Teach the reprompt format with feedback on a wrong attempt. Default true.
     pub with_feedback: bool,
 }
 
+impl WarmStartConfig {
+    /// Checks every field's domain.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field (`warm_start.…`) and its value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, value: String, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                value,
+                reason: reason.to_string(),
+            })
+        };
+        if self.batch_size == 0 && self.steps > 0 {
+            return invalid(
+                "warm_start.batch_size",
+                "0".into(),
+                "must be at least 1 when warm_start.steps > 0",
+            );
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return invalid(
+                "warm_start.learning_rate",
+                self.learning_rate.to_string(),
+                "must be a finite number > 0",
+            );
+        }
+        for (field, v) in [
+            ("warm_start.plain_fraction", self.plain_fraction),
+            ("warm_start.plain_mistakes", self.plain_mistakes),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return invalid(field, v.to_string(), "must be in [0, 1]");
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for WarmStartConfig {
     fn default() -> Self {
         Self {
-            steps: 400,
+            steps: 1000,
             batch_size: 32,
             learning_rate: 3e-3,
             plain_fraction: 0.5,
+            plain_mistakes: 0.5,
             with_demonstration: true,
             with_feedback: true,
         }
@@ -52,7 +100,7 @@ impl Default for WarmStartConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BuiltinJobConfig {
-    /// The task. Default `addition`.
+    /// The task. Default `sort-digits`.
     pub task: Task,
     /// Problems held out for measuring success. Default 60.
     pub held_out: usize,
@@ -65,7 +113,7 @@ pub struct BuiltinJobConfig {
 impl Default for BuiltinJobConfig {
     fn default() -> Self {
         Self {
-            task: Task::Addition,
+            task: Task::default(),
             held_out: 60,
             train_rows: None,
             warm_start: WarmStartConfig::default(),
@@ -73,19 +121,34 @@ impl Default for BuiltinJobConfig {
     }
 }
 
+/// The built-in job's reprompt template: the reference's structure (prompt, then a solution,
+/// then feedback) without its long fixed sentences, which the character-level model would
+/// read one character at a time.
+pub const BUILTIN_REPROMPT_TEMPLATE: &str = "{prompt}{solution}{feedback}";
+/// The built-in job's solution template.
+pub const BUILTIN_SOLUTION_TEMPLATE: &str = "\nA correct answer: {successful_previous_attempt}";
+/// The built-in job's feedback template.
+pub const BUILTIN_FEEDBACK_TEMPLATE: &str = "\nFeedback on a wrong answer: {feedback_raw}";
+
 /// The training settings of the built-in job (what `sdpo train` runs with no config): the
-/// reference's SDPO defaults except where the tiny model and short answers call for
-/// others — top-20 distillation (vocabulary of 99), 8 new tokens, learning rate 1e-3.
+/// reference's SDPO defaults except where the tiny model calls for others — a frozen teacher
+/// (the EMA teacher forgets how to read its reprompt, which the student is never trained on,
+/// and the run collapses), top-20 distillation (vocabulary of 99), short reprompt templates,
+/// 8 new tokens, learning rate 3e-4, 500 steps.
 pub fn default_train_config() -> TrainConfig {
     let mut cfg = TrainConfig {
-        steps: 60,
+        steps: 500,
         num_generations: 8,
         prompts_per_step: 4,
         ..TrainConfig::default()
     };
     cfg.sampling.max_new_tokens = 8;
+    cfg.sdpo.teacher_mode = TeacherMode::Frozen;
     cfg.sdpo.distillation_topk = Some(20);
-    cfg.optimizer.learning_rate = 1e-3;
+    cfg.sdpo.reprompt_template = BUILTIN_REPROMPT_TEMPLATE.to_string();
+    cfg.sdpo.solution_template = BUILTIN_SOLUTION_TEMPLATE.to_string();
+    cfg.sdpo.feedback_template = BUILTIN_FEEDBACK_TEMPLATE.to_string();
+    cfg.optimizer.learning_rate = 3e-4;
     cfg
 }
 
@@ -111,6 +174,7 @@ pub fn builtin_job<B: AutodiffBackend>(
     on_warm_step: impl FnMut(usize, f64),
 ) -> Result<BuiltinJob<B>, TrainError> {
     train.validate()?;
+    job.warm_start.validate()?;
     let tokenizer = char_tokenizer().map_err(|source| TrainError::Tokenizer {
         context: "built-in tokenizer".into(),
         source,
@@ -122,22 +186,12 @@ pub fn builtin_job<B: AutodiffBackend>(
         rows.truncate(n.max(1));
     }
     let w = &job.warm_start;
-    let examples = sft_examples(
-        job.task,
-        &rows,
-        &tokenizer,
-        &train.sdpo,
-        WarmStartMix {
-            plain_fraction: w.plain_fraction,
-            with_demonstration: w.with_demonstration,
-            with_feedback: w.with_feedback,
+    let examples = sft_examples(job.task, &rows, &tokenizer, &train.sdpo, w, train.seed).map_err(
+        |source| TrainError::Tokenizer {
+            context: "warm-start examples".into(),
+            source,
         },
-        train.seed,
-    )
-    .map_err(|source| TrainError::Tokenizer {
-        context: "warm-start examples".into(),
-        source,
-    })?;
+    )?;
     let pad = tokenizer
         .pad_token()
         .and_then(|p| tokenizer.token_to_id(p))
@@ -173,4 +227,63 @@ pub fn greedy_success<B: AutodiffBackend>(
     let samples =
         trainer.sample_and_score(rows, 1, &SamplingParams::greedy(max_new_tokens), &mut rng)?;
     Ok(samples.iter().filter(|s| s.score >= threshold).count() as f64 / rows.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_start_validation_names_the_field() {
+        assert!(WarmStartConfig::default().validate().is_ok());
+        let field = |cfg: WarmStartConfig| match cfg.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let base = WarmStartConfig::default;
+        assert_eq!(
+            field(WarmStartConfig {
+                plain_mistakes: 1.5,
+                ..base()
+            }),
+            "warm_start.plain_mistakes"
+        );
+        assert_eq!(
+            field(WarmStartConfig {
+                plain_fraction: -0.1,
+                ..base()
+            }),
+            "warm_start.plain_fraction"
+        );
+        assert_eq!(
+            field(WarmStartConfig {
+                learning_rate: f64::NAN,
+                ..base()
+            }),
+            "warm_start.learning_rate"
+        );
+        assert_eq!(
+            field(WarmStartConfig {
+                batch_size: 0,
+                ..base()
+            }),
+            "warm_start.batch_size"
+        );
+        // No steps, no batches needed.
+        assert!(WarmStartConfig {
+            steps: 0,
+            batch_size: 0,
+            ..base()
+        }
+        .validate()
+        .is_ok());
+    }
+
+    #[test]
+    fn builtin_defaults_are_valid_and_use_a_frozen_teacher() {
+        let cfg = default_train_config();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.sdpo.teacher_mode, TeacherMode::Frozen);
+        assert_eq!(BuiltinJobConfig::default().task, Task::SortDigits);
+    }
 }

@@ -7,13 +7,12 @@
 //! - reprompt: the teacher's prompt (SDPO's `reprompt_template` with a correct solution, or
 //!   with feedback about a wrong attempt) → the answer.
 
-use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
 use burn::tensor::{Device, Tensor};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use sdpo_core::reprompt::{teacher_prompt, SampleOutcome};
@@ -37,20 +36,10 @@ pub struct SftExample {
     pub target: Vec<u32>,
 }
 
-/// Which formats a warm start trains on.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WarmStartMix {
-    /// Train on the plain prompt → answer for this fraction of the rows (the rest are only
-    /// seen through demonstrations), so RL has problems left to learn.
-    pub plain_fraction: f64,
-    /// Also train the reprompt format with a correct demonstration.
-    pub with_demonstration: bool,
-    /// Also train the reprompt format with feedback on a wrong attempt (tasks with feedback).
-    pub with_feedback: bool,
-}
-
 /// Builds warm-start examples for `rows` of `task`, rendered with the tokenizer's chat template
 /// and SDPO's templates from `sdpo` (so the reprompt format is exactly what the teacher sees).
+/// `mix` says which formats (its `plain_fraction`, `plain_mistakes`, `with_demonstration`,
+/// `with_feedback`; the optimizer fields are not used here).
 ///
 /// # Errors
 /// The tokenizer's error when a prompt does not render or encode.
@@ -59,7 +48,7 @@ pub fn sft_examples(
     rows: &[Row],
     tokenizer: &Tokenizer,
     sdpo: &SdpoConfig,
-    mix: WarmStartMix,
+    mix: &WarmStartConfig,
     seed: u64,
 ) -> Result<Vec<SftExample>, TokenizerError> {
     let templates = sdpo.templates().map_err(|e| TokenizerError::Encode {
@@ -88,9 +77,16 @@ pub fn sft_examples(
             tokenizer.encode(&tokenizer.apply_chat_template(msgs, true)?, false)
         };
         if rank < plain_rows {
+            let plain_target = if rng.random_bool(mix.plain_mistakes) {
+                let mut t = tokenizer.encode(&typical_mistake(task, row), false)?;
+                t.extend(eos);
+                t
+            } else {
+                target.clone()
+            };
             out.push(SftExample {
                 prompt: encode(&messages)?,
-                target: target.clone(),
+                target: plain_target,
             });
         }
         if mix.with_demonstration {
@@ -130,10 +126,25 @@ pub fn sft_examples(
     Ok(out)
 }
 
+/// The task's habitual mistake on `row`: sorting returns the input unsorted, addition is off
+/// by one. (For an already sorted input the "mistake" is the right answer.)
+fn typical_mistake(task: Task, row: &Row) -> String {
+    let field = |name: &str| {
+        row.fields
+            .get(name)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    match task {
+        Task::Addition => (field("answer").parse::<i64>().unwrap_or(0) + 1).to_string(),
+        Task::SortDigits => field("digits"),
+    }
+}
+
 /// A plausible wrong attempt (for feedback examples): the unsorted input, a digit dropped, or
 /// a neighbour swap.
 fn wrong_attempt(task: Task, row: &Row, rng: &mut ChaCha8Rng) -> String {
-    use rand::Rng;
     let answer = row
         .fields
         .get("answer")
@@ -211,8 +222,29 @@ pub fn sft_loss<B: AutodiffBackend>(
     Ok((lp * resp_mask.clone()).sum().neg() / resp_mask.sum().clamp_min(1.0))
 }
 
-/// Trains `model` on `examples` for `cfg.steps` AdamW steps of `cfg.batch_size` (cycling
-/// through the examples in order), returning the model and the loss of each step.
+/// How many batches are sorted by length together in [`length_grouped_batches`].
+const LENGTH_GROUP: usize = 8;
+
+/// Splits `examples` (in their order) into batches of `batch_size` with similar prompt lengths,
+/// so a batch is padded to little more than its own prompts: consecutive runs of
+/// [`LENGTH_GROUP`] batches are sorted by prompt length, cut into batches, and the batches are
+/// shuffled (seeded, deterministic). Each example appears in exactly one batch; the last may
+/// be smaller.
+pub fn length_grouped_batches(examples: &[SftExample], batch_size: usize) -> Vec<Vec<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut batches = Vec::with_capacity(examples.len().div_ceil(batch_size));
+    let indices: Vec<usize> = (0..examples.len()).collect();
+    for group in indices.chunks(batch_size * LENGTH_GROUP) {
+        let mut group = group.to_vec();
+        group.sort_by_key(|&i| examples[i].prompt.len());
+        batches.extend(group.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(&mut ChaCha8Rng::seed_from_u64(0));
+    batches
+}
+
+/// Trains `model` on `examples` for `cfg.steps` AdamW steps of `cfg.batch_size`, cycling
+/// through [`length_grouped_batches`], returning the model and the loss of each step.
 ///
 /// # Errors
 /// [`ScoringError`] if a batch is malformed.
@@ -224,34 +256,27 @@ pub fn warm_start<B: AutodiffBackend>(
     device: &Device<B>,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<(CausalLm<B>, Vec<f64>), ScoringError> {
-    let (steps, batch_size, learning_rate) = (cfg.steps, cfg.batch_size, cfg.learning_rate);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(0.0)
         .init::<B, CausalLm<B>>();
-    let mut losses = Vec::with_capacity(steps);
+    let mut losses = Vec::with_capacity(cfg.steps);
     if examples.is_empty() {
         return Ok((model, losses));
     }
-    let mut cursor = 0;
-    for step in 0..steps {
-        let batch: Vec<&SftExample> = (0..batch_size.max(1))
-            .map(|k| &examples[(cursor + k) % examples.len()])
+    let batches = length_grouped_batches(examples, cfg.batch_size);
+    for step in 0..cfg.steps {
+        let batch: Vec<&SftExample> = batches[step % batches.len()]
+            .iter()
+            .map(|&i| &examples[i])
             .collect();
-        cursor = (cursor + batch.len()) % examples.len();
         let loss = sft_loss(&model, &batch, pad_id, device)?;
         let value = loss.clone().into_scalar().elem::<f64>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(learning_rate, model, grads);
+        model = optim.step(cfg.learning_rate, model, grads);
         losses.push(value);
         on_step(step, value);
     }
     Ok((model, losses))
-}
-
-/// Keeps `model` usable by inference code (the inner module) — a convenience for callers that
-/// evaluate right after warm-starting.
-pub fn inference_model<B: AutodiffBackend>(model: &CausalLm<B>) -> CausalLm<B::InnerBackend> {
-    model.valid()
 }
 
 #[cfg(test)]
@@ -262,6 +287,29 @@ mod tests {
     use burn::tensor::backend::Backend;
 
     #[test]
+    fn length_grouped_batches_cover_every_example_once_with_similar_lengths() {
+        let examples: Vec<SftExample> = (0..100)
+            .map(|i| SftExample {
+                prompt: vec![0; (i * 37) % 50 + 1],
+                target: vec![1],
+            })
+            .collect();
+        let batches = length_grouped_batches(&examples, 8);
+        assert_eq!(batches.len(), 13);
+        let mut all: Vec<usize> = batches.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        // Sorted within groups of 64: padding per batch is far below the 1..=50 spread.
+        let padded: usize = batches
+            .iter()
+            .map(|b| b.len() * b.iter().map(|&i| examples[i].prompt.len()).max().unwrap())
+            .sum();
+        let tokens: usize = examples.iter().map(|e| e.prompt.len()).sum();
+        assert!(padded < tokens * 13 / 10, "{padded} vs {tokens}");
+        assert!(batches.iter().all(|b| b.len() == 8 || b.len() == 4));
+    }
+
+    #[test]
     fn warm_start_fits_a_few_examples() {
         type B = Autodiff<NdArray<f32>>;
         let device = Default::default();
@@ -269,20 +317,18 @@ mod tests {
         let tok = char_tokenizer().unwrap();
         let model = init_model::<B>(&tiny_model_config(tok.vocab_size()), &device);
         let rows: Vec<Row> = Task::Addition.problems().into_iter().take(4).collect();
-        let mix = WarmStartMix {
-            plain_fraction: 1.0,
-            with_demonstration: false,
-            with_feedback: false,
-        };
-        let examples =
-            sft_examples(Task::Addition, &rows, &tok, &SdpoConfig::default(), mix, 0).unwrap();
-        assert_eq!(examples.len(), 4);
         let cfg = WarmStartConfig {
             steps: 150,
             batch_size: 4,
             learning_rate: 3e-3,
-            ..WarmStartConfig::default()
+            plain_fraction: 1.0,
+            plain_mistakes: 0.0,
+            with_demonstration: false,
+            with_feedback: false,
         };
+        let examples =
+            sft_examples(Task::Addition, &rows, &tok, &SdpoConfig::default(), &cfg, 0).unwrap();
+        assert_eq!(examples.len(), 4);
         let (_, losses) = warm_start(model, &examples, &cfg, 0, &device, |_, _| {}).unwrap();
         let (first, last) = (losses[0], *losses.last().unwrap());
         assert!(first > 4.0, "{first}");
