@@ -202,10 +202,15 @@ fn job_from_model<B: AutodiffBackend>(
     })
 }
 
+/// The mean of the last `n` (at least one, at most all) of `values`; `None` when empty.
+pub fn mean_of_last(values: &[f64], n: usize) -> Option<f64> {
+    let n = n.max(1).min(values.len());
+    (n > 0).then(|| values[values.len() - n..].iter().sum::<f64>() / n as f64)
+}
+
 /// The mean of the last tenth (at least one) of `losses`; `None` when empty.
 pub fn tail_mean(losses: &[f64]) -> Option<f64> {
-    let n = (losses.len() / 10).max(1).min(losses.len());
-    (n > 0).then(|| losses[losses.len() - n..].iter().sum::<f64>() / n as f64)
+    mean_of_last(losses, losses.len() / 10)
 }
 
 /// A GRPO trainer (`distillation_weight` 0) with `job`'s budget, seed and starting weights.
@@ -245,6 +250,9 @@ mod tests {
         assert_eq!(tail_mean(&[3.0]), Some(3.0));
         let losses: Vec<f64> = (0..20).map(f64::from).collect();
         assert_eq!(tail_mean(&losses), Some(18.5));
+        assert_eq!(mean_of_last(&losses, 4), Some(17.5));
+        assert_eq!(mean_of_last(&losses, 0), Some(19.0));
+        assert_eq!(mean_of_last(&losses[..2], 5), Some(0.5));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use sdpo_train::SdpoTrainer;
 
 use crate::backend::{dispatch, ensure_compiled, BackendKind, Dispatch};
 use crate::error::CliError;
-use crate::job::{build_job, grpo_config, grpo_trainer, resume_job};
+use crate::job::{build_job, grpo_config, grpo_trainer, mean_of_last, resume_job};
 use crate::models::{BASE_MODEL, CHECKPOINTS, RUN_CONFIG};
 use crate::plot::plot_runs;
 use crate::progress::{note, step_message, steps_bar, warm_start_bar};
@@ -201,13 +201,10 @@ impl Dispatch for Plan {
             // Shown: the mean loss of the last tenth of the steps (batches are grouped by
             // length, so single steps' losses jump between short and long prompts).
             let tenth = (cfg.warm_start.steps / 10).max(1);
-            let mut recent = std::collections::VecDeque::with_capacity(tenth);
+            let mut losses = Vec::with_capacity(cfg.warm_start.steps);
             let mut job = build_job::<B>(cfg, &device, |step, loss| {
-                if recent.len() == tenth {
-                    recent.pop_front();
-                }
-                recent.push_back(loss);
-                let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+                losses.push(loss);
+                let mean = mean_of_last(&losses, tenth).unwrap_or(loss);
                 if let Some(bar) = &warm {
                     bar.set_position(step as u64 + 1);
                     bar.set_message(format!("loss {mean:.3}"));
