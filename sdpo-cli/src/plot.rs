@@ -37,10 +37,15 @@ fn y_range(runs: &[RunCurves]) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// The points whose value is finite (plotters draws no NaN or infinity).
+fn finite(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    points.iter().copied().filter(|p| p.1.is_finite()).collect()
+}
+
 /// The trailing mean over `window` points of the finite values of `points` (a shorter window
 /// at the start), at each point's step.
 fn rolling_mean(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
-    let finite: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+    let finite = finite(points);
     let window = window.max(1);
     let mut sum = 0.0;
     finite
@@ -96,9 +101,6 @@ fn draw(path: &Path, runs: &[RunCurves]) -> Result<(), String> {
         .map_err(|e| err(&e))?;
     for (i, run) in runs.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let finite = |pts: &[(f64, f64)]| -> Vec<(f64, f64)> {
-            pts.iter().copied().filter(|p| p.1.is_finite()).collect()
-        };
         if !run.reward.is_empty() {
             // Each step's reward is a mean over few prompts and jumps; its trailing mean
             // over ~1/25 of the run shows the trend.

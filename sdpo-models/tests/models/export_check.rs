@@ -20,15 +20,13 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
 use sdpo_models::export::export_hf_dir;
-use sdpo_models::lora::{merge, LoraConfig, LoraSet};
+use sdpo_models::lora::merge;
 use sdpo_models::{load_hf_dir, ChatMessage, Tokenizer};
 use serde_json::json;
 
-use super::lora_export::FIXTURES;
+use super::lora_export::{random_lora, FIXTURES};
 
 type B = NdArray<f32>;
 
@@ -40,15 +38,6 @@ const TEXTS: [&str; 5] = [
     "  leading spaces and\ttabs\n\nnew lines",
     "emoji 🙂 and 日本語",
 ];
-
-/// Replaces every float parameter by uniform noise in `[-0.2, 0.2]`.
-struct Randomize;
-
-impl<Bk: Backend> ModuleMapper<Bk> for Randomize {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<Bk, D>>) -> Param<Tensor<Bk, D>> {
-        param.map(|t| Tensor::random(t.shape(), Distribution::Uniform(-0.2, 0.2), &t.device()))
-    }
-}
 
 fn conversation() -> Vec<ChatMessage> {
     let msg = |role: &str, content: &str| ChatMessage {
@@ -110,13 +99,7 @@ fn export_check() -> Result<(), Box<dyn Error>> {
     let mask: Vec<bool> = (0..b * s).map(|i| !(i == s || i == s + 1)).collect();
     for (n, name) in FIXTURES.iter().enumerate() {
         let base = load_hf_dir::<B>(fixtures.join(name), &device)?;
-        B::seed(&device, 100 + n as u64);
-        let lora_config = LoraConfig {
-            rank: 4,
-            alpha: 8.0,
-            ..Default::default()
-        };
-        let lora = LoraSet::<B>::new(&lora_config, &base.config, &device)?.map(&mut Randomize);
+        let lora = random_lora::<B>(&base.config, 100 + n as u64);
         let merged = merge(&base, &lora)?;
         let dir = out.join(name);
         if dir.exists() {

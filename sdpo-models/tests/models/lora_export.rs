@@ -74,7 +74,7 @@ impl<Bk: Backend> ModuleMapper<Bk> for Randomize {
 }
 
 /// A rank-4 adapter set on all seven projections with random (nonzero) A and B.
-fn random_lora<Bk: Backend>(config: &ModelConfig, seed: u64) -> LoraSet<Bk> {
+pub(crate) fn random_lora<Bk: Backend>(config: &ModelConfig, seed: u64) -> LoraSet<Bk> {
     let device = Default::default();
     Bk::seed(&device, seed);
     let lora_config = LoraConfig {

@@ -135,10 +135,7 @@ impl Task {
         fields: &Map<String, Value>,
         completion: &str,
     ) -> (f64, Option<String>) {
-        let answer = fields
-            .get("answer")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default();
+        let answer = text_field(fields, "answer");
         let given = completion.trim();
         if given == answer {
             return (1.0, None);
@@ -146,14 +143,20 @@ impl Task {
         match self {
             Task::Addition => (0.0, None),
             Task::SortDigits => {
-                let digits = fields
-                    .get("digits")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default();
+                let digits = text_field(fields, "digits");
                 (0.0, Some(sort_feedback(digits, given)))
             }
         }
     }
+}
+
+/// The string field `name` of a task row (`answer`, `digits`); empty when missing or not a
+/// string.
+pub(crate) fn text_field<'a>(fields: &'a Map<String, Value>, name: &str) -> &'a str {
+    fields
+        .get(name)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
 }
 
 impl Serialize for Task {

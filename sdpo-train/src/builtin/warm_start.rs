@@ -24,7 +24,7 @@ use sdpo_models::scoring::{
 use sdpo_models::{CausalLm, Tokenizer, TokenizerError};
 
 use super::job::WarmStartConfig;
-use super::tasks::Task;
+use super::tasks::{text_field, Task};
 use crate::dataset::Row;
 
 /// One supervised example: prompt tokens and target tokens (ending with the eos token).
@@ -64,12 +64,7 @@ pub fn sft_examples(
     let mut out = Vec::new();
     for (rank, &i) in order.iter().enumerate() {
         let row = &rows[i];
-        let answer = row
-            .fields
-            .get("answer")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
+        let answer = text_field(&row.fields, "answer").to_string();
         let mut target = tokenizer.encode(&answer, false)?;
         target.extend(eos);
         let messages = row.prompt.to_messages();
@@ -129,27 +124,17 @@ pub fn sft_examples(
 /// The task's habitual mistake on `row`: sorting returns the input unsorted, addition is off
 /// by one. (For an already sorted input the "mistake" is the right answer.)
 fn typical_mistake(task: Task, row: &Row) -> String {
-    let field = |name: &str| {
-        row.fields
-            .get(name)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let field = |name| text_field(&row.fields, name);
     match task {
         Task::Addition => (field("answer").parse::<i64>().unwrap_or(0) + 1).to_string(),
-        Task::SortDigits => field("digits"),
+        Task::SortDigits => field("digits").to_string(),
     }
 }
 
 /// A plausible wrong attempt (for feedback examples): the unsorted input, a digit dropped, or
 /// a neighbour swap.
 fn wrong_attempt(task: Task, row: &Row, rng: &mut ChaCha8Rng) -> String {
-    let answer = row
-        .fields
-        .get("answer")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
+    let answer = text_field(&row.fields, "answer");
     match task {
         Task::Addition => {
             let n: i64 = answer.parse().unwrap_or(0);
@@ -158,11 +143,7 @@ fn wrong_attempt(task: Task, row: &Row, rng: &mut ChaCha8Rng) -> String {
                 .to_string()
         }
         Task::SortDigits => {
-            let digits = row
-                .fields
-                .get("digits")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
+            let digits = text_field(&row.fields, "digits");
             let mut c: Vec<char> = answer.chars().collect();
             match rng.random_range(0..3) {
                 0 if digits != answer => digits.to_string(),
