@@ -25,32 +25,14 @@ use crate::job::{build_rewards, load_data};
 use crate::models::{load_model, ModelRef, RUN_CONFIG};
 use crate::run_config::{parse_typed, RunConfig};
 
-/// A built-in task on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TaskArg {
-    /// Two-number addition.
-    Addition,
-    /// Sorting digits.
-    SortDigits,
-}
-
-impl From<TaskArg> for Task {
-    fn from(t: TaskArg) -> Self {
-        match t {
-            TaskArg::Addition => Task::Addition,
-            TaskArg::SortDigits => Task::SortDigits,
-        }
-    }
-}
-
 /// The `eval` command's arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
     /// `builtin`, a Hugging Face folder, a .gguf file, or a run folder.
     pub model: String,
-    /// Evaluate on every problem of a built-in task.
-    #[arg(long, value_enum, conflicts_with = "dataset")]
-    pub task: Option<TaskArg>,
+    /// Evaluate on every problem of a built-in task (`sort-digits` or `addition`).
+    #[arg(long, value_parser = Task::from_name, conflicts_with = "dataset")]
+    pub task: Option<Task>,
     /// A JSONL dataset (needs --rewards).
     #[arg(long, value_name = "FILE", requires = "rewards")]
     pub dataset: Option<PathBuf>,
@@ -178,7 +160,7 @@ impl Eval {
             ModelRef::Spec(_) => None,
         };
         let (rows, rewards_from) = match (&args.task, &args.dataset, &run_cfg) {
-            (Some(t), _, _) => (Task::from(*t).problems(), RewardsFrom::Task((*t).into())),
+            (Some(t), _, _) => (t.problems(), RewardsFrom::Task(*t)),
             (None, Some(path), _) => {
                 let text = args.rewards.as_deref().unwrap_or_default();
                 let configs: Vec<RewardConfig> = if std::path::Path::new(text).is_file() {
