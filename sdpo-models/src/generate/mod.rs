@@ -2,8 +2,12 @@
 //!
 //! [`generate`] runs one prefill over the left-padded prompts (filling a [`KvCache`]), then
 //! feeds exactly one new token per row and step with that cache, so the prefix is never run
-//! again. Each step pulls the last position's logits `[batch, vocab]` to the host, where
-//! [`sampling`] filters them and draws with the caller's seeded [`SamplerRng`].
+//! again. Each step filters and draws on the device ([`select`]: temperature, top-k, top-p,
+//! min-p, the inverse-CDF draw at one uniform number per row from the caller's seeded
+//! [`SamplerRng`]); only the chosen ids (`[batch]` ints) are copied to the host, where the
+//! stop check needs them. The log-probabilities stay on the device until the end.
+//! [`sampling`] is the same selection on the host, one row at a time: the reference the
+//! device path is tested against.
 //!
 //! # Determinism and stopped rows
 //! When sampling (temperature > 0) every step draws one uniform number per row, in row order,
@@ -11,7 +15,9 @@
 //! own logits and on `(seed, row index, step)`: a row that stops early changes nothing for
 //! the others, and the same seed gives the same samples. Moving a prompt to another row index
 //! (or generating it alone) gives it other random numbers; greedy decoding draws nothing and
-//! does not depend on the batch. Finished rows stay in the batch: they are fed `pad_id`,
+//! does not depend on the batch. The same seed gives the same samples on the same backend;
+//! another backend may round a draw that falls within float32 rounding of a boundary between
+//! two tokens to the neighbour. Finished rows stay in the batch: they are fed `pad_id`,
 //! masked out of the keys, and their outputs ignored; generation ends when every row has
 //! stopped or after `max_new_tokens` steps.
 //!
@@ -20,6 +26,7 @@
 pub mod batch;
 pub mod params;
 pub mod sampling;
+pub mod select;
 
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use rand::Rng;
@@ -29,6 +36,7 @@ use crate::arch::{positions_from_mask, CausalDecoder};
 pub use batch::left_pad;
 pub use params::SamplingParams;
 pub use sampling::{candidates, sample_token, Candidate, SampledToken, SamplingError};
+pub use select::{select_tokens, Selection};
 
 /// The RNG generation draws from: seeded (`SamplerRng::seed_from_u64`), cloneable and
 /// serializable (its state goes into checkpoints).
@@ -137,13 +145,15 @@ pub struct Generation<B: Backend> {
     pub tokens: Vec<Vec<u32>>,
     /// `true` when the row ended with a stop id, `false` when it hit `max_new_tokens`.
     pub stopped: Vec<bool>,
+    /// Bytes copied from the device to the host while generating: the chosen ids of each step
+    /// (`batch` ints per generated token position), nothing else.
+    pub host_bytes: usize,
 }
 
 /// One row's progress.
 #[derive(Debug, Clone, Default)]
 struct Row {
     tokens: Vec<u32>,
-    log_probs: Vec<f64>,
     stopped: bool,
 }
 
@@ -191,31 +201,31 @@ pub fn generate<B: Backend, M: CausalDecoder<B>>(
     let mut logits = model.decode_logits(hidden.narrow(1, width - 1, 1));
     let mut key_mask = prompt_mask;
     let mut rows = vec![Row::default(); batch];
+    let mut log_probs = Vec::new();
+    let mut host_bytes = 0;
 
     for step in 0..params.max_new_tokens {
-        let vocab = logits.dims()[2];
-        let host: Vec<f32> = logits.into_data().iter::<f32>().collect();
+        // One uniform per row and step, finished rows included (see the module docs).
+        let uniforms = (!params.is_greedy()).then(|| {
+            let u: Vec<f32> = (0..batch).map(|_| rng.random::<f64>() as f32).collect();
+            Tensor::<B, 1>::from_data(TensorData::new(u, [batch]), &device)
+        });
+        let step_logits = logits.flatten::<2>(1, 2);
+        let selection = select_tokens(step_logits.clone(), params, uniforms);
+        let ids = selection.ids.into_data();
+        host_bytes += ids.bytes.len();
+        let ids: Vec<i64> = ids.iter::<i64>().collect();
         for (r, row) in rows.iter_mut().enumerate() {
-            let u: f64 = if params.is_greedy() {
-                0.0
-            } else {
-                rng.random()
-            };
             if row.stopped {
                 continue;
             }
-            let sampled =
-                sample_token(&host[r * vocab..(r + 1) * vocab], params, u).map_err(|source| {
-                    GenerationError::BadLogits {
-                        row: r,
-                        step,
-                        source,
-                    }
-                })?;
-            row.tokens.push(sampled.id);
-            row.log_probs.push(sampled.log_prob);
-            row.stopped = params.stop_token_ids.contains(&sampled.id);
+            if ids[r] < 0 {
+                return Err(bad_logits(step_logits, r, step));
+            }
+            row.tokens.push(ids[r] as u32);
+            row.stopped = params.stop_token_ids.contains(&(ids[r] as u32));
         }
+        log_probs.push(selection.log_probs.reshape([batch, 1]));
         if step + 1 == params.max_new_tokens || rows.iter().all(|r| r.stopped) {
             break;
         }
@@ -239,29 +249,59 @@ pub fn generate<B: Backend, M: CausalDecoder<B>>(
         );
         logits = model.decode_logits(hidden);
     }
-    Ok(assemble(rows, pad_id, &device))
+    Ok(assemble(
+        rows,
+        Tensor::cat(log_probs, 1),
+        pad_id,
+        host_bytes,
+    ))
 }
 
-/// Pads the rows' host results into the output tensors.
-fn assemble<B: Backend>(rows: Vec<Row>, pad_id: u32, device: &B::Device) -> Generation<B> {
-    let batch = rows.len();
-    let len = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(0);
+/// The error for row `row` of `logits` (`[batch, vocab]`), whose selection was marked invalid:
+/// its first non-finite logit, read back on this error path only.
+fn bad_logits<B: Backend>(logits: Tensor<B, 2>, row: usize, step: usize) -> GenerationError {
+    let vocab = logits.dims()[1];
+    let host: Vec<f32> = logits
+        .slice([row..row + 1, 0..vocab])
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let source = match host.iter().position(|x| !x.is_finite()) {
+        Some(index) => SamplingError::NonFinite {
+            index,
+            value: host[index],
+        },
+        None => SamplingError::Empty,
+    };
+    GenerationError::BadLogits { row, step, source }
+}
+
+/// Pads the rows' tokens into the output tensors; `log_probs` (`[batch, len]`, on the device)
+/// is zeroed after each row's end.
+fn assemble<B: Backend>(
+    rows: Vec<Row>,
+    log_probs: Tensor<B, 2>,
+    pad_id: u32,
+    host_bytes: usize,
+) -> Generation<B> {
+    let device = log_probs.device();
+    let [batch, len] = log_probs.dims();
     let mut ids = vec![i64::from(pad_id); batch * len];
     let mut mask = vec![0f32; batch * len];
-    let mut log_probs = vec![0f32; batch * len];
     for (r, row) in rows.iter().enumerate() {
-        for (j, (&t, &lp)) in row.tokens.iter().zip(&row.log_probs).enumerate() {
+        for (j, &t) in row.tokens.iter().enumerate() {
             ids[r * len + j] = i64::from(t);
             mask[r * len + j] = 1.0;
-            log_probs[r * len + j] = lp as f32;
         }
     }
     let shape = [batch, len];
+    let response_mask = Tensor::<B, 2>::from_data(TensorData::new(mask, shape), &device);
     Generation {
-        response_ids: Tensor::from_data(TensorData::new(ids, shape), device),
-        response_mask: Tensor::from_data(TensorData::new(mask, shape), device),
-        log_probs: Tensor::from_data(TensorData::new(log_probs, shape), device),
+        response_ids: Tensor::from_data(TensorData::new(ids, shape), &device),
+        log_probs: log_probs * response_mask.clone(),
+        response_mask,
         stopped: rows.iter().map(|r| r.stopped).collect(),
         tokens: rows.into_iter().map(|r| r.tokens).collect(),
+        host_bytes,
     }
 }

@@ -1,5 +1,6 @@
 //! Host-side token selection from one row of logits: temperature, top-k, top-p, min-p and one
-//! draw. Pure functions of `(logits, params, u)`, testable without a model.
+//! draw. Pure functions of `(logits, params, u)`, testable without a model: the reference the
+//! device path ([`super::select`], which generation uses) is tested against.
 //!
 //! Top-k and top-p use partial selection (`select_nth_unstable`), never a sort of the whole
 //! vocabulary: top-k sorts only its `k` survivors, and top-p sorts a growing prefix (64, 256,
@@ -104,13 +105,18 @@ impl Scaled {
         let desc = |a: &usize, b: &usize| self.descending(*a, *b);
         if params.top_k > 0 && params.top_k < n {
             ids.select_nth_unstable_by(params.top_k - 1, desc);
-            ids.truncate(params.top_k);
+            // Tokens tied with the k-th are kept too (as torch's `logits < topk[-1]` does).
+            let kth = self.scaled[ids[params.top_k - 1]];
+            ids.retain(|&i| self.scaled[i] >= kth);
             ids.sort_unstable_by(desc);
         }
         if params.top_p < 1.0 {
             // Sorts (a prefix of) `ids` itself; cheap when top-k already sorted them.
             let keep = self.nucleus_len(&mut ids, params.top_p);
-            ids.truncate(keep);
+            // Tokens tied with the last one of the nucleus are kept too.
+            let last = self.scaled[ids[keep - 1]];
+            ids.retain(|&i| self.scaled[i] >= last);
+            ids.sort_unstable_by(desc);
         }
         if params.min_p > 0.0 {
             let threshold = params.min_p * self.probs[self.argmax];
@@ -178,7 +184,7 @@ pub fn candidates(
 
 /// Chooses a token from one row of logits: the argmax when greedy, otherwise the token whose
 /// cumulative renormalized probability first exceeds `u` (inverse-CDF draw over the survivors
-/// of the filters, `u` uniform in `[0, 1)`).
+/// of the filters in id order, `u` uniform in `[0, 1)`).
 ///
 /// # Errors
 /// [`SamplingError`] for an empty row or a non-finite logit.
@@ -191,7 +197,8 @@ pub fn sample_token(
     let id = if params.is_greedy() {
         row.argmax
     } else {
-        let kept = row.filter(params);
+        let mut kept = row.filter(params);
+        kept.sort_unstable();
         let total: f64 = kept.iter().map(|&i| row.probs[i]).sum();
         let target = u * total;
         let mut mass = 0.0;
@@ -256,7 +263,7 @@ mod tests {
         // A mass the first token already holds keeps one token.
         let one = candidates(&logits, &params(|p| p.top_p = 0.4)).unwrap();
         assert_eq!(ids(&one), vec![1]);
-        // 0.9 needs 0.45 + 0.3 + 0.1 + 0.1 = 0.95; ties broken by id.
+        // 0.9 needs 0.45 + 0.3 + 0.1 + 0.1 = 0.95; the tie at 0.1 keeps both.
         let four = candidates(&logits, &params(|p| p.top_p = 0.9)).unwrap();
         assert_eq!(ids(&four), vec![1, 3, 0, 4]);
     }

@@ -1,11 +1,40 @@
-//! Helpers shared by the integration tests: reading golden safetensors files.
-
-#![allow(dead_code)]
+//! Helpers shared by the suite: golden safetensors files, fixture paths, host copies, the
+//! lock that keeps Burn's per-device random generator to one test at a time.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
+
+/// Path of a tiny fixture model under `sdpo-models/tests/fixtures/models/` (built by
+/// `python3 scripts/make_model_fixtures.py sdpo-models/tests/fixtures/models`).
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sdpo-models/tests/fixtures/models")
+        .join(name)
+}
+
+/// A tensor's values on the host as f32 (from any float dtype).
+pub fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().iter::<f32>().collect()
+}
+
+/// A tensor's values on the host as f64 (from any float dtype).
+pub fn host_f64<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().iter::<f64>().collect()
+}
+
+/// An int tensor's values on the host as i64 (from any int dtype).
+pub fn host_i64<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Vec<i64> {
+    t.into_data().iter::<i64>().collect()
+}
+
+/// Burn's random generator is one per device and process: tests running in parallel would
+/// draw from it in an interleaved order, so every test that seeds it holds this lock.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Path of a file under `tests/golden/`.
 pub fn golden_path(name: &str) -> PathBuf {
@@ -57,7 +86,7 @@ impl Golden {
         (t.shape().to_vec(), vals)
     }
 
-    /// A float tensor on `B` (f32 storage).
+    /// A float tensor on `B` (f32 values).
     pub fn float<B: Backend, const D: usize>(
         &self,
         name: &str,

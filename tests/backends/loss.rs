@@ -2,19 +2,17 @@
 //!
 //! The data comes from `scripts/make_loss_golden.py` (PyTorch, float64 on the
 //! float32 inputs; see its header for the command). Here everything runs in
-//! float32 on NdArray, gradients through Burn's autodiff.
+//! float32 on the backend under test, gradients through Burn's autodiff.
 
-mod common;
-
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::Autodiff;
 use burn::tensor::Tensor;
-use common::{max_abs_diff, Golden};
 use sdpo::core::loss::{self_distillation_loss, DistillationBatch};
 use sdpo::core::policy::{group_advantages, policy_loss, ClipRange};
 use sdpo::core::{DistillationSupport, SdpoConfig};
 use serde_json::Value;
 
-type B = Autodiff<NdArray<f32>>;
+use crate::common::{self, max_abs_diff, Golden};
+use crate::Target;
 
 fn cases() -> Value {
     let path = common::golden_path("loss_cases.json");
@@ -23,7 +21,7 @@ fn cases() -> Value {
 }
 
 fn vals<Bk: burn::tensor::backend::Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f64> {
-    t.into_data().convert::<f64>().to_vec::<f64>().unwrap()
+    common::host_f64(t)
 }
 
 /// Tolerance for comparing a float32 result with the float64 reference.
@@ -58,8 +56,9 @@ fn min_tail_mass(logits: &[f64], vocab: usize, k: usize) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-#[test]
-fn distillation_loss_matches_the_reference() {
+/// Every golden case: loss, per-token losses and the student gradient.
+pub fn distillation_loss_matches_the_reference<T: Target>() {
+    type B<T> = Autodiff<T>;
     let data = Golden::open("loss_cases.safetensors");
     let cases = cases();
     let dev = Default::default();
@@ -76,12 +75,12 @@ fn distillation_loss_matches_the_reference() {
         cfg.validate().unwrap();
         let t = |n: &str| format!("{name}/{n}");
         let student = data
-            .float::<B, 3>(&t("student_logits"), &dev)
+            .float::<B<T>, 3>(&t("student_logits"), &dev)
             .require_grad();
         let batch = DistillationBatch {
             student_logits: student.clone(),
             teacher_logits: data.float(&t("teacher_logits"), &dev),
-            response_ids: data.int::<B, 2>(&t("response_ids"), &dev),
+            response_ids: data.int::<B<T>, 2>(&t("response_ids"), &dev),
             response_mask: data.float(&t("response_mask"), &dev),
             old_log_probs: data
                 .has(&t("old_log_probs"))
@@ -157,8 +156,9 @@ fn distillation_loss_matches_the_reference() {
     );
 }
 
-#[test]
-fn policy_loss_and_advantages_match_the_reference() {
+/// GRPO advantages, the clipped policy loss and its gradient.
+pub fn policy_loss_and_advantages_match_the_reference<T: Target>() {
+    type B<T> = Autodiff<T>;
     let data = Golden::open("loss_cases.safetensors");
     let cases = cases();
     let dev = Default::default();
@@ -174,10 +174,10 @@ fn policy_loss_and_advantages_match_the_reference() {
         assert!(adv_diff < 1e-12, "{name}: advantages differ by {adv_diff}");
 
         let t = |n: &str| format!("{name}/{n}");
-        let mask: Tensor<B, 2> = data.float(&t("response_mask"), &dev);
-        let log_probs = data.float::<B, 2>(&t("log_probs"), &dev).require_grad();
+        let mask: Tensor<B<T>, 2> = data.float(&t("response_mask"), &dev);
+        let log_probs = data.float::<B<T>, 2>(&t("log_probs"), &dev).require_grad();
         let [b, _] = mask.dims();
-        let adv_t = Tensor::<B, 1>::from_data(
+        let adv_t = Tensor::<B<T>, 1>::from_data(
             burn::tensor::TensorData::new(adv.iter().map(|&a| a as f32).collect::<Vec<_>>(), [b]),
             &dev,
         )

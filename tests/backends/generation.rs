@@ -11,32 +11,28 @@
 //! moves them by 1e-2 or more.
 
 use std::cell::RefCell;
-use std::path::Path;
 
-use burn::backend::NdArray;
+use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
-use sdpo_models::arch::ModelConfig;
-use sdpo_models::generate::{
+use sdpo::models::arch::ModelConfig;
+use sdpo::models::generate::{
     generate, left_pad, sampler_rng, Generation, GenerationError, SamplingError, SamplingParams,
 };
-use sdpo_models::scoring::{
+use sdpo::models::scoring::{
     concat_prompt_response, gather_logits, response_log_probs, response_logits, response_topk,
     ScoringError,
 };
-use sdpo_models::{load_hf_dir, CausalDecoder, CausalLm, KvCache};
+use sdpo::models::{load_hf_dir, CausalDecoder, CausalLm, KvCache};
 
-/// One float element type per test binary (Burn's dtype settings are per device).
-type B = NdArray<f32>;
+use crate::common::{fixture, host_f32, host_i64, serial};
+use crate::Target;
 
 const LOG_PROB_TOL: f64 = 1e-4;
 const PAD: u32 = 0;
 
-fn model(name: &str) -> CausalLm<B> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name);
-    load_hf_dir::<B>(&dir, &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
+fn model<B: Backend>(name: &str) -> CausalLm<B> {
+    load_hf_dir::<B>(fixture(name), &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Seeded random prompts of the given lengths, ids in `1..vocab` (0 is the pad).
@@ -46,14 +42,6 @@ fn prompts(lengths: &[usize], vocab: u32, seed: u64) -> Vec<Vec<u32>> {
         .iter()
         .map(|&n| (0..n).map(|_| rng.random_range(1..vocab)).collect())
         .collect()
-}
-
-fn host_f32<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().iter::<f32>().collect()
-}
-
-fn host_i64<const D: usize>(t: Tensor<B, D, Int>) -> Vec<i64> {
-    t.into_data().iter::<i64>().collect()
 }
 
 /// `log_softmax(row / t)` in f64.
@@ -74,7 +62,7 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-fn run(
+fn run<B: Backend>(
     model: &impl CausalDecoder<B>,
     prompts: &[Vec<u32>],
     params: &SamplingParams,
@@ -86,7 +74,7 @@ fn run(
 
 /// Greedy decoding by recomputing the whole sequence at every step (no cache); returns the
 /// tokens and their log-softmax log-probs per row.
-fn greedy_by_recomputation(
+fn greedy_by_recomputation<B: Backend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
     steps: usize,
@@ -110,7 +98,7 @@ fn greedy_by_recomputation(
     (tokens, log_probs)
 }
 
-fn row_log_probs(g: &Generation<B>) -> Vec<Vec<f64>> {
+fn row_log_probs<B: Backend>(g: &Generation<B>) -> Vec<Vec<f64>> {
     let width = g.response_ids.dims()[1];
     let host = host_f32(g.log_probs.clone());
     g.tokens
@@ -138,11 +126,10 @@ fn assert_close(got: &[Vec<f64>], want: &[Vec<f64>], tol: f64, what: &str) {
     }
 }
 
-#[test]
-fn greedy_generation_matches_full_recomputation() {
+pub fn greedy_generation_matches_full_recomputation<B: Target>() {
     // The Mistral fixture has a sliding window of 5, shorter than prompt + response.
     for name in ["qwen2_bf16", "llama_tied_sharded", "mistral_window"] {
-        let model = model(name);
+        let model = model::<B>(name);
         let prompts = prompts(&[5, 2, 8], 256, 1);
         let steps = 12;
         let g = run(&model, &prompts, &SamplingParams::greedy(steps), 0);
@@ -159,7 +146,7 @@ fn greedy_generation_matches_full_recomputation() {
 }
 
 /// A decoder that records what each call is given, to prove the prefix is not re-run.
-struct Recording<'a> {
+struct Recording<'a, B: Backend> {
     inner: &'a CausalLm<B>,
     /// `(ids width, key_mask width, cached length before the call)` per `decode_hidden` call.
     hidden_calls: RefCell<Vec<(usize, usize, usize)>>,
@@ -167,7 +154,7 @@ struct Recording<'a> {
     logits_calls: RefCell<Vec<usize>>,
 }
 
-impl<'a> Recording<'a> {
+impl<'a, B: Backend> Recording<'a, B> {
     fn new(inner: &'a CausalLm<B>) -> Self {
         Self {
             inner,
@@ -177,7 +164,7 @@ impl<'a> Recording<'a> {
     }
 }
 
-impl CausalDecoder<B> for Recording<'_> {
+impl<B: Backend> CausalDecoder<B> for Recording<'_, B> {
     fn model_config(&self) -> &ModelConfig {
         self.inner.model_config()
     }
@@ -202,9 +189,8 @@ impl CausalDecoder<B> for Recording<'_> {
     }
 }
 
-#[test]
-fn kv_cache_path_feeds_one_token_per_step() {
-    let model = model("qwen2_bf16");
+pub fn kv_cache_path_feeds_one_token_per_step<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
     let rec = Recording::new(&model);
     let prompts = prompts(&[6, 3], 256, 2);
     let g = run(&rec, &prompts, &sampling(5), 3);
@@ -227,9 +213,8 @@ fn sampling(max_new_tokens: usize) -> SamplingParams {
     }
 }
 
-#[test]
-fn same_seed_same_samples_different_seed_differs() {
-    let model = model("qwen2_bf16");
+pub fn same_seed_same_samples_different_seed_differs<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
     let prompts = prompts(&[4, 7, 1], 256, 3);
     let params = sampling(16);
     let (ids, mask) = left_pad::<B>(&prompts, PAD, &Default::default());
@@ -257,9 +242,8 @@ fn same_seed_same_samples_different_seed_differs() {
     assert!(differing > 24, "only {differing} of 48 tokens differ");
 }
 
-#[test]
-fn stop_ids_end_rows_and_leave_other_rows_unchanged() {
-    let model = model("qwen2_bf16");
+pub fn stop_ids_end_rows_and_leave_other_rows_unchanged<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
     let prompts = prompts(&[3, 5, 2, 6], 256, 4);
     let free = sampling(10);
     let seed = 21;
@@ -312,9 +296,8 @@ fn stop_ids_end_rows_and_leave_other_rows_unchanged() {
     assert_eq!(width, 10);
 }
 
-#[test]
-fn generation_ends_when_every_row_has_stopped() {
-    let model = model("llama3_rope");
+pub fn generation_ends_when_every_row_has_stopped<B: Target>() {
+    let model = model::<B>("llama3_rope");
     let rec = Recording::new(&model);
     let prompts = prompts(&[4, 2], 256, 5);
     let first = run(&model, &prompts, &SamplingParams::greedy(1), 0).tokens;
@@ -329,9 +312,8 @@ fn generation_ends_when_every_row_has_stopped() {
     assert_eq!(rec.hidden_calls.borrow().len(), 1, "only the prefill ran");
 }
 
-#[test]
-fn max_new_tokens_is_respected() {
-    let model = model("qwen3_f16");
+pub fn max_new_tokens_is_respected<B: Target>() {
+    let model = model::<B>("qwen3_f16");
     let prompts = prompts(&[3, 1], 256, 6);
     for n in [1, 4] {
         let g = run(&model, &prompts, &sampling(n), 9);
@@ -341,9 +323,8 @@ fn max_new_tokens_is_respected() {
     }
 }
 
-#[test]
-fn greedy_rows_do_not_depend_on_the_batch() {
-    let model = model("mistral_window");
+pub fn greedy_rows_do_not_depend_on_the_batch<B: Target>() {
+    let model = model::<B>("mistral_window");
     let prompts = prompts(&[7, 2, 4], 256, 7);
     let params = SamplingParams::greedy(8);
     let batch = run(&model, &prompts, &params, 0);
@@ -360,9 +341,8 @@ fn greedy_rows_do_not_depend_on_the_batch() {
     }
 }
 
-#[test]
-fn generation_log_probs_equal_scoring_of_the_generated_batch() {
-    let model = model("qwen2_bf16");
+pub fn generation_log_probs_equal_scoring_of_the_generated_batch<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
     let prompts = prompts(&[5, 1, 3], 256, 8);
     let (prompt_ids, prompt_mask) = left_pad::<B>(&prompts, PAD, &Default::default());
     let sampled = SamplingParams {
@@ -425,7 +405,7 @@ fn generation_log_probs_equal_scoring_of_the_generated_batch() {
 }
 
 /// A scored batch: left-padded prompts followed by right-padded responses.
-struct ScoringBatch {
+struct ScoringBatch<B: Backend> {
     /// `[batch, P + R]`
     ids: Tensor<B, 2, Int>,
     /// `[batch, P + R]`
@@ -437,7 +417,7 @@ struct ScoringBatch {
 }
 
 /// Prompts of 4, 2 and 3 tokens (P = 4) with responses of 3, 5 and 1 tokens (R = 5).
-fn scoring_batch() -> ScoringBatch {
+fn scoring_batch<B: Backend>() -> ScoringBatch<B> {
     let device = Default::default();
     let prompts = prompts(&[4, 2, 3], 256, 9);
     let (prompt_ids, prompt_mask) = left_pad::<B>(&prompts, PAD, &device);
@@ -471,9 +451,8 @@ fn right_padded(lengths: &[usize], seed: u64) -> (Vec<i64>, Vec<f32>) {
     (ids, mask)
 }
 
-#[test]
-fn concat_puts_the_response_after_the_prompt() {
-    let ScoringBatch { ids, mask, .. } = scoring_batch();
+pub fn concat_puts_the_response_after_the_prompt<B: Target>() {
+    let ScoringBatch { ids, mask, .. } = scoring_batch::<B>();
     assert_eq!(ids.dims(), [3, 9]);
     let mask: Vec<bool> = mask.into_data().iter::<bool>().collect();
     let row1: Vec<bool> = mask[9..18].to_vec();
@@ -489,15 +468,14 @@ fn concat_puts_the_response_after_the_prompt() {
     );
 }
 
-#[test]
-fn response_logits_equal_the_slice_of_full_logits() {
-    let model = model("llama3_rope");
+pub fn response_logits_equal_the_slice_of_full_logits<B: Target>() {
+    let model = model::<B>("llama3_rope");
     let ScoringBatch {
         ids,
         mask,
         response_len: r,
         ..
-    } = scoring_batch();
+    } = scoring_batch::<B>();
     let [batch, seq] = ids.dims();
     let full = model.forward_logits(ids.clone(), mask.clone());
     let vocab = full.dims()[2];
@@ -518,15 +496,14 @@ fn response_logits_equal_the_slice_of_full_logits() {
     }
 }
 
-#[test]
-fn response_log_probs_equal_log_softmax_and_gather() {
-    let model = model("qwen3_f16");
+pub fn response_log_probs_equal_log_softmax_and_gather<B: Target>() {
+    let model = model::<B>("qwen3_f16");
     let ScoringBatch {
         ids,
         mask,
         response_ids,
         response_len: r,
-    } = scoring_batch();
+    } = scoring_batch::<B>();
     let logits = response_logits(&model, ids, mask, r, Some(0.7)).unwrap();
     let [batch, _, vocab] = logits.dims();
     let host = host_f32(logits.clone());
@@ -538,15 +515,14 @@ fn response_log_probs_equal_log_softmax_and_gather() {
     }
 }
 
-#[test]
-fn response_topk_equals_a_full_sort() {
-    let model = model("qwen2_bf16");
+pub fn response_topk_equals_a_full_sort<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
     let ScoringBatch {
         ids,
         mask,
         response_len: r,
         ..
-    } = scoring_batch();
+    } = scoring_batch::<B>();
     let logits = response_logits(&model, ids, mask, r, None).unwrap();
     let [batch, _, vocab] = logits.dims();
     let host = host_f32(logits.clone());
@@ -573,8 +549,7 @@ fn response_topk_equals_a_full_sort() {
     }
 }
 
-#[test]
-fn gather_logits_picks_the_indexed_entries() {
+pub fn gather_logits_picks_the_indexed_entries<B: Target>() {
     let device = Default::default();
     let logits = Tensor::<B, 3>::from_data(
         [
@@ -588,10 +563,9 @@ fn gather_logits_picks_the_indexed_entries() {
     assert_eq!(got, vec![3.0, 0.0, 5.0, 5.0, 10.0, 11.0, 12.0, 14.0]);
 }
 
-#[test]
-fn scoring_rejects_bad_lengths_and_temperatures() {
-    let model = model("qwen2_bf16");
-    let ScoringBatch { ids, mask, .. } = scoring_batch();
+pub fn scoring_rejects_bad_lengths_and_temperatures<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
+    let ScoringBatch { ids, mask, .. } = scoring_batch::<B>();
     let call = |r: usize, t: Option<f64>| response_logits(&model, ids.clone(), mask.clone(), r, t);
     assert_eq!(
         call(0, None).unwrap_err(),
@@ -619,9 +593,8 @@ fn scoring_rejects_bad_lengths_and_temperatures() {
     ));
 }
 
-#[test]
-fn bad_generation_inputs_are_typed_errors() {
-    let model = model("qwen2_bf16");
+pub fn bad_generation_inputs_are_typed_errors<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
     let device = Default::default();
     let gen = |prompts: &[Vec<u32>], params: &SamplingParams, pad: u32| {
         let (ids, mask) = left_pad::<B>(prompts, PAD, &device);
@@ -668,9 +641,9 @@ fn bad_generation_inputs_are_typed_errors() {
 }
 
 /// A decoder whose logits are all NaN.
-struct Broken<'a>(&'a CausalLm<B>);
+struct Broken<'a, B: Backend>(&'a CausalLm<B>);
 
-impl CausalDecoder<B> for Broken<'_> {
+impl<B: Backend> CausalDecoder<B> for Broken<'_, B> {
     fn model_config(&self) -> &ModelConfig {
         self.0.model_config()
     }
@@ -690,9 +663,8 @@ impl CausalDecoder<B> for Broken<'_> {
     }
 }
 
-#[test]
-fn non_finite_logits_are_an_error_not_a_token() {
-    let model = model("qwen2_bf16");
+pub fn non_finite_logits_are_an_error_not_a_token<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
     let err = run_fallible(&Broken(&model), &[vec![3, 4]]).unwrap_err();
     assert!(matches!(
         err,
@@ -704,7 +676,7 @@ fn non_finite_logits_are_an_error_not_a_token() {
     ));
 }
 
-fn run_fallible(
+fn run_fallible<B: Backend>(
     model: &impl CausalDecoder<B>,
     prompts: &[Vec<u32>],
 ) -> Result<Generation<B>, GenerationError> {
@@ -717,4 +689,125 @@ fn run_fallible(
         PAD,
         &mut sampler_rng(0),
     )
+}
+
+/// Greedy decoding on this backend picks the same tokens as on NdArray, for every fixture
+/// (logits differ by ~1e-6 relative between backends; the fixtures have no near-ties at that
+/// scale), with log-probs within [`LOG_PROB_TOL`].
+pub fn greedy_generation_equals_ndarray<B: Target>() {
+    type Reference = burn::backend::NdArray<f32>;
+    for name in [
+        "llama3_rope",
+        "llama_tied_sharded",
+        "mistral_window",
+        "qwen2_bf16",
+        "qwen3_f16",
+    ] {
+        let prompts = prompts(&[5, 2, 8], 256, 11);
+        let params = SamplingParams::greedy(12);
+        let here = run(&model::<B>(name), &prompts, &params, 0);
+        let there = run(&model::<Reference>(name), &prompts, &params, 0);
+        assert_eq!(here.tokens, there.tokens, "{name}: greedy tokens");
+        assert_close(
+            &row_log_probs(&here),
+            &row_log_probs(&there),
+            LOG_PROB_TOL,
+            name,
+        );
+    }
+}
+
+/// The device's token selection draws what the host reference draws at the same uniform
+/// number, for every filter combination. Both compute the same inverse CDF; the device sums in
+/// float32, the host in float64, so a number within ~1e-6 of a boundary between two tokens may
+/// land on the neighbour: at most 1% of draws may differ, and every device choice must be a
+/// token the filters allow.
+pub fn device_selection_equals_the_host_reference<B: Target>() {
+    use sdpo::models::generate::{candidates, sample_token, select_tokens};
+    let _serial = serial();
+    let device = Default::default();
+    let (rows, vocab) = (6, 300);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    // Peaked and flat rows: N(0, 3) logits, a few ties, one row with a dominant token.
+    let mut logits: Vec<f32> = (0..rows * vocab)
+        .map(|_| (rng.random::<f32>() - 0.5) * 6.0)
+        .collect();
+    logits[7] = logits[8];
+    logits[2 * vocab + 4] = 12.0;
+    let tensor = Tensor::<B, 2>::from_data(TensorData::new(logits.clone(), [rows, vocab]), &device);
+    let variants = [
+        SamplingParams::default(),
+        SamplingParams {
+            temperature: 0.7,
+            ..Default::default()
+        },
+        SamplingParams {
+            top_k: 20,
+            ..Default::default()
+        },
+        SamplingParams {
+            top_p: 0.8,
+            ..Default::default()
+        },
+        SamplingParams {
+            min_p: 0.05,
+            ..Default::default()
+        },
+        SamplingParams {
+            temperature: 1.3,
+            top_k: 50,
+            top_p: 0.9,
+            min_p: 0.01,
+            ..Default::default()
+        },
+        SamplingParams::greedy(1),
+    ];
+    let (mut draws, mut differ) = (0, 0);
+    for params in &variants {
+        for _ in 0..20 {
+            let u: Vec<f64> = (0..rows).map(|_| rng.random::<f64>()).collect();
+            let u32s: Vec<f32> = u.iter().map(|&x| x as f32).collect();
+            let uniforms =
+                Tensor::<B, 1>::from_data(TensorData::new(u32s.clone(), [rows]), &device);
+            let sel = select_tokens(tensor.clone(), params, Some(uniforms));
+            let ids = host_i64(sel.ids);
+            let log_probs = host_f32(sel.log_probs);
+            for r in 0..rows {
+                let row = &logits[r * vocab..(r + 1) * vocab];
+                let want = sample_token(row, params, f64::from(u32s[r])).unwrap();
+                let allowed = candidates(row, params).unwrap();
+                assert!(
+                    allowed.iter().any(|c| i64::from(c.id) == ids[r]),
+                    "{params:?} row {r}: device chose {} outside the filters",
+                    ids[r]
+                );
+                draws += 1;
+                if ids[r] != i64::from(want.id) {
+                    differ += 1;
+                    continue;
+                }
+                assert!(
+                    (f64::from(log_probs[r]) - want.log_prob).abs() < 1e-4,
+                    "{params:?} row {r}: log-prob {} vs {}",
+                    log_probs[r],
+                    want.log_prob
+                );
+            }
+        }
+    }
+    assert!(
+        differ * 100 <= draws,
+        "{differ} of {draws} draws differ from the host"
+    );
+}
+
+/// Generation copies only the chosen ids to the host: `batch` ints per generated position.
+pub fn host_copies_are_ids_only<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
+    let prompts = prompts(&[4, 6, 2], 256, 12);
+    for params in [sampling(7), SamplingParams::greedy(7)] {
+        let g = run(&model, &prompts, &params, 4);
+        let id_bytes = std::mem::size_of::<B::IntElem>();
+        assert_eq!(g.host_bytes, 7 * 3 * id_bytes, "{params:?}");
+    }
 }

@@ -1,0 +1,488 @@
+//! The trainer end to end on the built-in tiny model (seeded), on the backend under test: every
+//! teacher mode and loss variant, GRPO and the blend, teacher-update rules, memory of each
+//! teacher, LoRA base freezing, the teacher's prompt, top-k sharing between student and
+//! teacher, checkpoint → resume (bit-identical: the same kernels run in the same order).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use burn::backend::Autodiff;
+use burn::module::{AutodiffModule, Module, ParamId};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use sdpo::core::reprompt::remove_thinking;
+use sdpo::core::teacher::parameter_data;
+use sdpo::core::{ChatMessage, SdpoConfig, TeacherMode};
+use sdpo::models::generate::{left_pad, SamplingParams};
+use sdpo::models::lora::{param_bytes, LoraConfig};
+use sdpo::models::scoring::{concat_prompt_response, response_logits};
+use sdpo::train::builtin::{char_tokenizer, init_model, tiny_model_config, Task};
+use sdpo::train::dataset::Dataset;
+use sdpo::train::policy::{StepSettings, TeacherSignal, TrainBatch};
+use sdpo::train::reward::{reward_fn, RewardOutput, Rewards};
+use sdpo::train::teacher::TeacherWeights;
+use sdpo::train::{SdpoTrainer, TrainConfig};
+
+use crate::common::serial;
+use crate::Target;
+
+/// The autodiff backend over the backend under test.
+type B<I> = Autodiff<I>;
+
+/// Succeeds when the completion's first token id is even, explains the others: about half of
+/// every group succeeds on a random model, so demonstrations and feedback both occur.
+fn parity_rewards() -> Rewards {
+    Rewards::new()
+        .add(
+            reward_fn("even-first-token", |input| {
+                Ok(
+                    if input.completion_ids.first().is_some_and(|t| t % 2 == 0) {
+                        RewardOutput::new(1.0)
+                    } else {
+                        RewardOutput::with_feedback(
+                            0.0,
+                            "The answer starts with the wrong kind of character.",
+                        )
+                    },
+                )
+            }),
+            1.0,
+        )
+        .unwrap()
+}
+
+fn small_config() -> TrainConfig {
+    TrainConfig {
+        sdpo: SdpoConfig {
+            distillation_topk: Some(10),
+            ..SdpoConfig::default()
+        },
+        num_generations: 4,
+        prompts_per_step: 2,
+        steps: 10,
+        sampling: SamplingParams {
+            max_new_tokens: 5,
+            ..SamplingParams::default()
+        },
+        optimizer: sdpo::train::config::OptimizerConfig {
+            learning_rate: 1e-3,
+            ..Default::default()
+        },
+        seed: 3,
+        ..TrainConfig::default()
+    }
+}
+
+fn trainer<I: Backend>(cfg: TrainConfig, rewards: Rewards) -> SdpoTrainer<B<I>> {
+    let device = Default::default();
+    I::seed(&device, 11);
+    let tok = char_tokenizer().unwrap();
+    let model = init_model::<B<I>>(&tiny_model_config(tok.vocab_size()), &device);
+    let rows = Task::Addition.problems().into_iter().take(16).collect();
+    let dataset = Dataset::from_rows(rows).unwrap();
+    SdpoTrainer::new(cfg, model, tok, dataset, rewards, &device).unwrap()
+}
+
+fn params_of<I: Backend, M: Module<I>>(m: &M) -> HashMap<ParamId, Vec<f32>> {
+    parameter_data::<I, M>(m)
+        .into_iter()
+        .map(|(id, d)| (id, d.to_vec::<f32>().unwrap()))
+        .collect()
+}
+
+/// Parameter values in module order (ids differ between separately built trainers).
+fn values_in_order<I: Backend, M: Module<I>>(m: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl<I: Backend> burn::module::ModuleVisitor<I> for Collect {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<I, D>>) {
+            self.0.push(p.val().into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
+}
+
+fn all_finite(p: &HashMap<ParamId, Vec<f32>>) -> bool {
+    p.values().all(|v| v.iter().all(|x| x.is_finite()))
+}
+
+pub fn every_teacher_mode_and_loss_variant_runs_a_finite_step<I: Target>() {
+    let _serial = serial();
+    let mut cases: Vec<(&str, TrainConfig)> = Vec::new();
+    for mode in [
+        TeacherMode::Ema,
+        TeacherMode::Frozen,
+        TeacherMode::Live,
+        TeacherMode::TrustRegion,
+    ] {
+        let mut c = small_config();
+        c.sdpo.teacher_mode = mode;
+        cases.push((mode.as_str(), c));
+    }
+    let mut c = small_config();
+    c.sdpo.teacher_mode = TeacherMode::LoraEma;
+    c.lora = Some(LoraConfig::default());
+    cases.push(("lora-ema", c));
+    type Variant = (&'static str, fn(&mut SdpoConfig));
+    let variants: [Variant; 7] = [
+        ("topk-renormalized", |s| s.distillation_add_tail = false),
+        ("full-vocabulary", |s| s.distillation_topk = None),
+        ("sampled-token", |s| {
+            s.full_logit_distillation = false;
+            s.alpha = 1.0
+        }),
+        ("forward-kl", |s| s.alpha = 0.0),
+        ("reverse-kl", |s| s.alpha = 1.0),
+        ("no-is-clip", |s| s.is_clip = None),
+        ("seq-mean-token-sum", |s| {
+            s.loss_agg_mode = "seq-mean-token-sum".parse().unwrap()
+        }),
+    ];
+    for (name, f) in variants {
+        let mut c = small_config();
+        f(&mut c.sdpo);
+        cases.push((name, c));
+    }
+    for (name, w) in [("grpo", 0.0), ("blend", 0.5)] {
+        let mut c = small_config();
+        c.sdpo.distillation_weight = w;
+        cases.push((name, c));
+    }
+    let mut c = small_config();
+    c.mini_batches = 2;
+    c.micro_batch_size = 2;
+    cases.push(("mini-and-micro-batches", c));
+
+    for (name, cfg) in cases {
+        let w = cfg.sdpo.distillation_weight;
+        let mut t = trainer::<I>(cfg, parity_rewards());
+        let report = t.step().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let m = &report.metrics;
+        assert!(m["loss"].is_finite(), "{name}: loss {}", m["loss"]);
+        assert!(m["grad_norm"].is_finite(), "{name}");
+        if w > 0.0 {
+            assert!(m.contains_key("loss/distillation"), "{name}");
+            assert!(
+                m["self_distillation/reprompt_sample_fraction"] > 0.0,
+                "{name}: no reprompt"
+            );
+        }
+        if w < 1.0 {
+            assert!(m["loss/policy"].is_finite(), "{name}");
+        }
+        assert!(
+            all_finite(&params_of(&t.policy().valid())),
+            "{name}: non-finite weights"
+        );
+    }
+}
+
+pub fn a_batch_where_nothing_succeeds_gives_zero_distillation_loss<I: Target>() {
+    let _serial = serial();
+    let never = Rewards::new()
+        .add(reward_fn("never", |_| Ok(RewardOutput::new(0.0))), 1.0)
+        .unwrap();
+    let mut t = trainer::<I>(small_config(), never);
+    let before = params_of(&t.policy().valid());
+    let report = t.step().unwrap();
+    assert_eq!(report.metrics["loss/distillation"], 0.0);
+    assert_eq!(
+        report.metrics["self_distillation/reprompt_sample_fraction"],
+        0.0
+    );
+    assert_eq!(report.metrics["self_distillation/empty_target_batch"], 1.0);
+    let after = params_of(&t.policy().valid());
+    assert!(all_finite(&after));
+    // Zero gradients and no weight decay: AdamW leaves every weight as it was.
+    assert_eq!(before, after);
+    assert!(report.samples.iter().all(|s| !s.reprompted));
+}
+
+pub fn teacher_prompt_is_the_reprompt_template_with_a_peer_success<I: Target>() {
+    let _serial = serial();
+    let mut t = trainer::<I>(small_config(), parity_rewards());
+    let report = t.step().unwrap();
+    let tok = char_tokenizer().unwrap();
+    let mut checked = 0;
+    for (i, s) in report.samples.iter().enumerate() {
+        let peers: Vec<&_> = report
+            .samples
+            .iter()
+            .enumerate()
+            .filter(|(j, p)| p.group == s.group && *j != i && p.score >= 1.0)
+            .map(|(_, p)| p)
+            .collect();
+        let question = t.dataset().rows()[s.row]
+            .prompt
+            .last_user_text()
+            .unwrap()
+            .to_string();
+        let Some(demo) = peers.first() else {
+            continue;
+        };
+        let expected = format!(
+            "{question}\nCorrect solution:\n\n{}\n\n\n\nCorrectly solve the original question.\n",
+            remove_thinking(&demo.completion)
+        );
+        let rendered = tok
+            .apply_chat_template(&[ChatMessage::user(expected)], true)
+            .unwrap();
+        assert!(s.reprompted);
+        assert_eq!(s.teacher_prompt, rendered, "sample {i}");
+        checked += 1;
+    }
+    assert!(
+        checked > 0,
+        "no sample had a successful peer: {:?}",
+        report.samples
+    );
+}
+
+pub fn teacher_is_gathered_at_exactly_the_students_topk<I: Target>() {
+    let _serial = serial();
+    let mut cfg = small_config();
+    cfg.sdpo.distillation_add_tail = false; // renormalized top-k: only the support matters
+    cfg.sdpo.is_clip = None;
+    let t = trainer::<I>(cfg.clone(), parity_rewards());
+    let device = Default::default();
+    let tok = char_tokenizer().unwrap();
+    let prompt = tok.encode("12+3=\n> ", false).unwrap();
+    let response = tok.encode("15", false).unwrap();
+    let (p_ids, p_mask) = left_pad::<B<I>>(&[prompt], 0, &device);
+    let r_ids = Tensor::<B<I>, 2, burn::tensor::Int>::from_data(
+        TensorData::new(
+            response.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+            [1, 2],
+        ),
+        &device,
+    );
+    let r_mask = Tensor::<B<I>, 2>::ones([1, 2], &device);
+    let (ids, mask) = concat_prompt_response(p_ids, p_mask, r_ids.clone(), r_mask.clone());
+    let student = response_logits(t.policy(), ids.clone(), mask.clone(), 2, Some(1.0))
+        .unwrap()
+        .detach();
+    let vocab = student.dims()[2];
+    let student_v = student.clone().into_data().to_vec::<f32>().unwrap();
+    // The student's top-10 per position.
+    let topk: Vec<Vec<usize>> = (0..2)
+        .map(|p| {
+            let row = &student_v[p * vocab..(p + 1) * vocab];
+            let mut idx: Vec<usize> = (0..vocab).collect();
+            idx.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap());
+            idx.truncate(10);
+            idx
+        })
+        .collect();
+    let teacher_base: Vec<f32> = (0..2 * vocab)
+        .map(|i| ((i * 37) % 11) as f32 * 0.3)
+        .collect();
+    let loss_with = |teacher: Vec<f32>| {
+        let batch = TrainBatch {
+            ids: ids.clone(),
+            mask: mask.clone(),
+            response_ids: r_ids.clone(),
+            response_mask: r_mask.clone(),
+            self_distillation_mask: Tensor::ones([1], &device),
+            teacher: TeacherSignal::Logits(Tensor::from_data(
+                TensorData::new(teacher, [1, 2, vocab]),
+                &device,
+            )),
+            old_log_probs: None,
+            advantages: None,
+            settings: Arc::new(StepSettings {
+                sdpo: cfg.sdpo.clone(),
+                temperature: 1.0,
+                loss_scale: 1.0,
+            }),
+        };
+        t.policy().loss(batch).unwrap().1.loss
+    };
+    let base = loss_with(teacher_base.clone());
+    // Changing the teacher anywhere outside the student's top-k changes nothing...
+    let mut outside = teacher_base.clone();
+    for p in 0..2 {
+        for v in 0..vocab {
+            if !topk[p].contains(&v) {
+                outside[p * vocab + v] += 1.0 + (v % 3) as f32;
+            }
+        }
+    }
+    // (equal up to rounding: the teacher's full logsumexp cancels in the renormalization)
+    let same = loss_with(outside);
+    assert!((same - base).abs() <= 1e-5 * base.abs(), "{same} vs {base}");
+    // ...while changing it at one of the student's top-k indices does.
+    let mut inside = teacher_base;
+    inside[topk[1][3] + vocab] += 2.0;
+    let moved = loss_with(inside);
+    assert!(
+        (moved - base).abs() > 1e-3 * base.abs(),
+        "{moved} vs {base}"
+    );
+}
+
+pub fn ema_moves_the_teacher_by_exactly_the_rate_and_frozen_never_moves<I: Target>() {
+    let _serial = serial();
+    let mut cfg = small_config();
+    cfg.sdpo.teacher_update_rate = 0.25;
+    let mut t = trainer::<I>(cfg.clone(), parity_rewards());
+    let teacher0 = match t.teacher().weights() {
+        Some(TeacherWeights::Model(m)) => params_of(m),
+        other => panic!("ema without LoRA holds a model copy, found {other:?}"),
+    };
+    t.step().unwrap();
+    let student1 = params_of(&t.policy().lm.valid());
+    let teacher1 = match t.teacher().weights() {
+        Some(TeacherWeights::Model(m)) => params_of(m),
+        _ => unreachable!(),
+    };
+    let mut moved = 0;
+    for (id, t0) in &teacher0 {
+        let (s1, t1) = (&student1[id], &teacher1[id]);
+        for k in 0..t0.len() {
+            let want = 0.75 * t0[k] + 0.25 * s1[k];
+            assert!(
+                (t1[k] - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{} vs {want}",
+                t1[k]
+            );
+            moved += usize::from(t1[k] != t0[k]);
+        }
+    }
+    assert!(
+        moved > 0,
+        "the student did not move, so the EMA test proves nothing"
+    );
+
+    cfg.sdpo.teacher_mode = TeacherMode::Frozen;
+    let mut t = trainer::<I>(cfg, parity_rewards());
+    let frozen0 = match t.teacher().weights() {
+        Some(TeacherWeights::Model(m)) => params_of(m),
+        _ => unreachable!(),
+    };
+    let student0 = params_of(&t.policy().lm.valid());
+    t.step().unwrap();
+    t.step().unwrap();
+    let frozen2 = match t.teacher().weights() {
+        Some(TeacherWeights::Model(m)) => params_of(m),
+        _ => unreachable!(),
+    };
+    assert_eq!(frozen0, frozen2);
+    assert_ne!(student0, params_of(&t.policy().lm.valid()));
+}
+
+pub fn teacher_memory_is_one_copy_adapters_only_or_nothing<I: Target>() {
+    let _serial = serial();
+    let model_bytes = {
+        let t = trainer::<I>(small_config(), parity_rewards());
+        param_bytes::<B<I>, _>(&t.policy().lm)
+    };
+    for (mode, lora, expect_model_copy) in [
+        (TeacherMode::Ema, false, true),
+        (TeacherMode::Frozen, false, true),
+        (TeacherMode::TrustRegion, false, true),
+        (TeacherMode::Live, false, false),
+        (TeacherMode::LoraEma, true, false),
+    ] {
+        let mut cfg = small_config();
+        cfg.sdpo.teacher_mode = mode;
+        cfg.lora = lora.then(LoraConfig::default);
+        let t = trainer::<I>(cfg, parity_rewards());
+        let teacher_bytes = t.teacher().weights().map_or(0, param_bytes::<I, _>);
+        match (expect_model_copy, mode) {
+            (true, _) => assert_eq!(teacher_bytes, model_bytes, "{mode:?}"),
+            (false, TeacherMode::Live) => assert_eq!(teacher_bytes, 0),
+            _ => {
+                let adapters = param_bytes::<B<I>, _>(t.policy().lora.as_ref().unwrap());
+                assert_eq!(teacher_bytes, adapters);
+                assert!(
+                    adapters * 3 < model_bytes,
+                    "{adapters} adapter bytes vs {model_bytes}"
+                );
+            }
+        }
+    }
+}
+
+pub fn lora_training_leaves_every_base_weight_bit_identical<I: Target>() {
+    let _serial = serial();
+    let mut cfg = small_config();
+    cfg.lora = Some(LoraConfig::default());
+    cfg.sdpo.teacher_mode = TeacherMode::LoraEma;
+    let mut t = trainer::<I>(cfg, parity_rewards());
+    let base0 = params_of(&t.policy().lm.valid());
+    let lora0 = params_of(&t.policy().lora.as_ref().unwrap().valid());
+    t.step().unwrap();
+    t.step().unwrap();
+    assert_eq!(base0, params_of(&t.policy().lm.valid()));
+    assert_ne!(lora0, params_of(&t.policy().lora.as_ref().unwrap().valid()));
+}
+
+pub fn resume_continues_bit_identically<I: Target>() {
+    let _serial = serial();
+    let cfg = TrainConfig {
+        mini_batches: 2,
+        ..small_config()
+    };
+    let mut straight = trainer::<I>(cfg.clone(), parity_rewards());
+    let mut straight_reports = Vec::new();
+    for _ in 0..4 {
+        straight_reports.push(straight.step().unwrap());
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = trainer::<I>(cfg.clone(), parity_rewards());
+    first.step().unwrap();
+    first.step().unwrap();
+    let ckpt = first.save_checkpoint(dir.path()).unwrap();
+    drop(first);
+    let mut resumed = trainer::<I>(cfg, parity_rewards());
+    resumed.load_checkpoint(&ckpt).unwrap();
+    assert_eq!(resumed.steps_done(), 2);
+    let mut resumed_reports = Vec::new();
+    for _ in 0..2 {
+        resumed_reports.push(resumed.step().unwrap());
+    }
+    for (a, b) in straight_reports[2..].iter().zip(&resumed_reports) {
+        assert_eq!(a.samples, b.samples);
+        for key in ["loss", "grad_norm", "reward/mean", "learning_rate"] {
+            assert_eq!(a.metrics[key].to_bits(), b.metrics[key].to_bits(), "{key}");
+        }
+    }
+    let same = |a: Vec<Vec<f32>>, b: Vec<Vec<f32>>| {
+        a.len() == b.len()
+            && a.iter().zip(&b).all(|(x, y)| {
+                x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+            })
+    };
+    assert!(same(
+        values_in_order(&straight.policy().valid()),
+        values_in_order(&resumed.policy().valid())
+    ));
+    let teacher = |t: &SdpoTrainer<B<I>>| match t.teacher().weights() {
+        Some(TeacherWeights::Model(m)) => values_in_order(m),
+        _ => unreachable!(),
+    };
+    assert!(same(teacher(&straight), teacher(&resumed)));
+}
+
+pub fn a_checkpoint_from_another_kind_of_run_is_refused_by_name<I: Target>() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = trainer::<I>(small_config(), parity_rewards());
+    t.step().unwrap();
+    let ckpt = t.save_checkpoint(dir.path()).unwrap();
+    let mut cfg = small_config();
+    cfg.sdpo.teacher_mode = TeacherMode::Live;
+    let mut other = trainer::<I>(cfg, parity_rewards());
+    let err = other.load_checkpoint(&ckpt).unwrap_err().to_string();
+    assert!(
+        err.contains("state.json") && err.contains("teacher_mode"),
+        "{err}"
+    );
+    std::fs::write(ckpt.join("optimizer.mpk"), b"garbage").unwrap();
+    let mut same = trainer::<I>(small_config(), parity_rewards());
+    let err = same.load_checkpoint(&ckpt).unwrap_err().to_string();
+    assert!(err.contains("optimizer.mpk"), "{err}");
+}
