@@ -92,6 +92,9 @@ pub enum CliError {
     /// LoRA adapters do not fit the model.
     #[error("lora: {0}")]
     Lora(#[from] LoraError),
+    /// The device cannot run the configured precision.
+    #[error(transparent)]
+    Precision(#[from] sdpo_models::PrecisionError),
     /// Generation failed.
     #[error("generation: {0}")]
     Generation(#[from] GenerationError),

@@ -100,7 +100,19 @@ fn run(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// Log lines of the GPU runtimes go to stderr: cubecl names the adapter wgpu picked (e.g.
+/// `llvmpipe` on Mesa's software Vulkan driver) when the first tensor is created. `RUST_LOG`
+/// overrides the filter (e.g. `RUST_LOG=warn` to silence it, `RUST_LOG=debug` for more).
+fn init_logging() {
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("cubecl_wgpu=info,cubecl_cuda=info"),
+    )
+    .format_timestamp(None)
+    .init();
+}
+
 fn main() {
+    init_logging();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("{}", report(&e));

@@ -266,6 +266,45 @@ fn unknown_set_path_is_named() {
     );
 }
 
+/// The smoke run on the GPU code path (CI: Mesa's lavapipe): train on Wgpu, then resume there.
+/// Prints the run's stderr, where cubecl names the adapter wgpu picked.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_smoke_run_trains_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let (stdout, stderr) = ok(sdpo(&[
+        "--backend",
+        "wgpu",
+        "train",
+        "--smoke",
+        "--out",
+        run_s,
+    ]));
+    eprintln!("{stderr}");
+    assert!(stdout.contains("held-out success before→after"), "{stdout}");
+    let metrics = lines(&run.join("metrics.jsonl"));
+    assert_eq!(metrics.len(), 3);
+    for m in &metrics {
+        assert!(m["loss"].as_f64().is_some_and(f64::is_finite), "{m}");
+    }
+    let config = std::fs::read_to_string(run.join("config.ron")).unwrap();
+    assert!(config.contains("backend: wgpu"), "{config}");
+    ok(sdpo(&[
+        "--backend",
+        "wgpu",
+        "train",
+        "--resume",
+        run_s,
+        "--steps",
+        "5",
+    ]));
+    assert_eq!(lines(&run.join("metrics.jsonl")).len(), 5);
+    let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-5");
+}
+
 #[test]
 fn a_backend_not_compiled_in_names_its_feature() {
     if cfg!(feature = "cuda") {

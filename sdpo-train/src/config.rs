@@ -12,6 +12,7 @@ use sdpo_core::config::{parse_ron, read_config_file, to_pretty_ron, ConfigError}
 use sdpo_core::{SdpoConfig, TeacherMode};
 use sdpo_models::generate::SamplingParams;
 use sdpo_models::lora::LoraConfig;
+use sdpo_models::Precision;
 
 /// AdamW settings and gradient clipping (PyTorch / TRL defaults except the learning rate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +116,10 @@ pub struct TrainConfig {
     pub max_prompt_len: usize,
     /// LoRA adapters on a frozen base; `None` trains every weight. Default `None`.
     pub lora: Option<LoraConfig>,
+    /// Float precision of the model's weights and activations: `f32`, `f16` or `bf16` (see
+    /// `sdpo_models::precision`: logits, losses and the LoRA adapters stay f32). Half precision
+    /// needs `lora` and a device that supports the dtype. Default `f32`.
+    pub precision: Precision,
     /// Seed of every random choice (sampling, shuffling, adapter init). Default 0.
     pub seed: u64,
     /// Write a checkpoint every this many steps (0 = only at the end). Default 0.
@@ -141,6 +146,7 @@ impl Default for TrainConfig {
             sampling: SamplingParams::default(),
             max_prompt_len: 1024,
             lora: None,
+            precision: Precision::F32,
             seed: 0,
             checkpoint_every: 0,
             keep_checkpoints: 2,
@@ -170,6 +176,15 @@ impl TrainConfig {
     /// [`ConfigError::Invalid`] naming the field (`sdpo.` fields as in [`SdpoConfig::validate`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.sdpo.validate()?;
+        if self.precision != Precision::F32 && self.lora.is_none() {
+            return Err(invalid(
+                "precision",
+                self.precision.name(),
+                "half precision trains LoRA adapters only (they stay f32, with f32 optimizer \
+                 state): set `lora`, or use f32 to train every weight (AdamW state in f16 \
+                 would round its epsilon 1e-8 to zero)",
+            ));
+        }
         if self.num_generations == 0 {
             return Err(invalid(
                 "num_generations",

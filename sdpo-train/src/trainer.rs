@@ -32,7 +32,7 @@ use sdpo_models::lora::{materialize, LoraSet};
 use sdpo_models::scoring::{
     concat_prompt_response, response_log_probs, response_logits, ScoringError,
 };
-use sdpo_models::{CausalLm, Tokenizer, TokenizerError};
+use sdpo_models::{CausalLm, PrecisionError, Tokenizer, TokenizerError};
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::TrainConfig;
@@ -80,6 +80,9 @@ pub enum TrainError {
         /// The limit.
         max: usize,
     },
+    /// The device cannot run the configured precision.
+    #[error(transparent)]
+    Precision(#[from] PrecisionError),
     /// The teacher could not be updated from the student.
     #[error("teacher update: {0}")]
     Teacher(#[from] TeacherUpdateError),
@@ -179,11 +182,13 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     /// A trainer for `model` (weights loaded), its tokenizer, a dataset and rewards.
     ///
     /// With `cfg.lora` the model is frozen and a fresh adapter set (seeded by `cfg.seed`) is
-    /// trained. The teacher is built from the loaded weights.
+    /// trained. The model is cast to `cfg.precision` (the adapters stay f32). The teacher is
+    /// built from the loaded weights.
     ///
     /// # Errors
-    /// [`TrainError::Config`] for an invalid config; [`TrainError::Dataset`] for an empty
-    /// dataset or a batch size the sampler rejects.
+    /// [`TrainError::Config`] for an invalid config; [`TrainError::Precision`] for a precision
+    /// the device cannot run; [`TrainError::Dataset`] for an empty dataset or a batch size the
+    /// sampler rejects.
     pub fn new(
         cfg: TrainConfig,
         model: CausalLm<B>,
@@ -193,7 +198,10 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         device: &Device<B>,
     ) -> Result<Self, TrainError> {
         cfg.validate()?;
+        cfg.precision.check::<B>(device)?;
         B::seed(device, cfg.seed);
+        // The (frozen) model in the configured precision; adapters are created in f32 below.
+        let model = cfg.precision.cast(model);
         // A lazily initialized weight cloned into the teacher would draw its own values.
         materialize(&model);
         let policy = match &cfg.lora {

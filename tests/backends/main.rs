@@ -20,6 +20,7 @@ mod gradients;
 mod lora;
 mod loss;
 mod models;
+mod precision;
 mod trainer;
 
 use burn::tensor::backend::Backend;
@@ -115,6 +116,10 @@ macro_rules! all_tests {
                 scoring_rejects_bad_lengths_and_temperatures,
                 bad_generation_inputs_are_typed_errors,
                 non_finite_logits_are_an_error_not_a_token,
+            ],
+            precision: [
+                half_precision_logits_match_f32,
+                half_precision_lora_step_is_finite,
             ],
             trainer: [
                 every_teacher_mode_and_loss_variant_runs_a_finite_step,

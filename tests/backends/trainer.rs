@@ -22,7 +22,7 @@ use sdpo::train::dataset::Dataset;
 use sdpo::train::policy::{StepSettings, TeacherSignal, TrainBatch};
 use sdpo::train::reward::{reward_fn, RewardOutput, Rewards};
 use sdpo::train::teacher::TeacherWeights;
-use sdpo::train::{SdpoTrainer, TrainConfig};
+use sdpo::train::{SdpoTrainer, TrainConfig, TrainError};
 
 use crate::common::serial;
 use crate::Target;
@@ -52,7 +52,8 @@ fn parity_rewards() -> Rewards {
         .unwrap()
 }
 
-fn small_config() -> TrainConfig {
+/// Two prompts × four samples × five tokens, top-k 10, lr 1e-3, seed 3.
+pub(crate) fn small_config() -> TrainConfig {
     TrainConfig {
         sdpo: SdpoConfig {
             distillation_topk: Some(10),
@@ -75,13 +76,25 @@ fn small_config() -> TrainConfig {
 }
 
 fn trainer<I: Backend>(cfg: TrainConfig, rewards: Rewards) -> SdpoTrainer<B<I>> {
+    build_trainer::<I>(cfg, rewards).unwrap()
+}
+
+fn build_trainer<I: Backend>(
+    cfg: TrainConfig,
+    rewards: Rewards,
+) -> Result<SdpoTrainer<B<I>>, TrainError> {
     let device = Default::default();
     I::seed(&device, 11);
     let tok = char_tokenizer().unwrap();
     let model = init_model::<B<I>>(&tiny_model_config(tok.vocab_size()), &device);
     let rows = Task::Addition.problems().into_iter().take(16).collect();
     let dataset = Dataset::from_rows(rows).unwrap();
-    SdpoTrainer::new(cfg, model, tok, dataset, rewards, &device).unwrap()
+    SdpoTrainer::new(cfg, model, tok, dataset, rewards, &device)
+}
+
+/// A trainer on the built-in tiny model with the parity reward, or the error building it.
+pub(crate) fn try_trainer<I: Backend>(cfg: TrainConfig) -> Result<SdpoTrainer<B<I>>, TrainError> {
+    build_trainer::<I>(cfg, parity_rewards())
 }
 
 fn params_of<I: Backend, M: Module<I>>(m: &M) -> HashMap<ParamId, Vec<f32>> {

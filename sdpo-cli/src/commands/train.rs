@@ -59,6 +59,11 @@ pub struct TrainArgs {
     /// Total training steps (the same as --set train.steps=N).
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
+    /// Float precision of the model's weights and activations: f32, f16 or bf16 (the same as
+    /// --set train.precision=f16). Half precision trains LoRA adapters (kept in f32) and needs
+    /// a device that supports the dtype.
+    #[arg(long, value_name = "f32|f16|bf16")]
+    pub precision: Option<sdpo_models::Precision>,
 }
 
 /// What `train` will do, settled before anything is loaded.
@@ -91,6 +96,12 @@ fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<Plan, CliError>
         overrides.push(Override {
             origin: "--steps",
             assignment: format!("train.steps={n}"),
+        });
+    }
+    if let Some(p) = args.precision {
+        overrides.push(Override {
+            origin: "--precision",
+            assignment: format!("train.precision={p}"),
         });
     }
     if let Some(dir) = &args.resume {
@@ -147,6 +158,8 @@ impl Dispatch for Plan {
     fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<(), CliError> {
         let t0 = Instant::now();
         let cfg = &self.cfg;
+        // Before any model work (the built-in job's warm start takes minutes).
+        cfg.train.precision.check::<B>(&device)?;
         let mut summaries = Vec::new();
         if let Some(checkpoint) = &self.resume_from {
             eprintln!(

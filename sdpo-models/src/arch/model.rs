@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::{backend::Backend, Bool, Device, Int, Tensor};
+use burn::tensor::{backend::Backend, Bool, DType, Device, FloatDType, Int, Tensor};
 
 use super::cache::KvCache;
 use super::config::ModelConfig;
@@ -132,14 +132,20 @@ impl<B: Backend> CausalLm<B> {
     /// # Shapes
     /// - `hidden`: `[batch, n, hidden]` → `[batch, n, vocab]`
     pub fn logits_from_hidden(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
+        let logits = match &self.lm_head {
+            Some(head) => super::linear::linear(head, hidden),
             None => {
                 let [b, n, h] = hidden.dims();
                 let weight = self.model.embed_tokens.weight.val(); // [vocab, hidden]
                 let vocab = weight.dims()[0];
                 tied_head(hidden.reshape([b * n, h]), weight).reshape([b, n, vocab])
             }
+        };
+        // Half-precision models hand f32 logits to log-softmax, sampling and the losses.
+        if logits.dtype() == DType::F32 {
+            logits
+        } else {
+            logits.cast(FloatDType::F32)
         }
     }
 

@@ -3,11 +3,12 @@
 
 use burn::module::{Initializer, Module};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::{backend::Backend, Device, Tensor};
+use burn::tensor::{backend::Backend, Device, FloatDType, Tensor};
 
 use super::config::LoraConfig;
 use super::error::LoraError;
 use crate::arch::layer::DecoderLayer;
+use crate::arch::linear;
 use crate::arch::{CausalLm, ModelConfig};
 
 /// A low-rank update of one projection: `delta(x) = scale · B(A(dropout(x)))`.
@@ -57,8 +58,8 @@ impl<B: Backend> LoraAdapter<B> {
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let h = self.lora_a.forward(self.dropout.forward(x));
-        self.lora_b.forward(h).mul_scalar(self.scale)
+        let h = linear(&self.lora_a, self.dropout.forward(x));
+        linear(&self.lora_b, h).mul_scalar(self.scale)
     }
 
     /// The update as a dense matrix, `scale · A·B`, in Burn's `[in, out]` layout.
@@ -71,7 +72,10 @@ impl<B: Backend> LoraAdapter<B> {
     }
 }
 
-/// `y = base(x) + adapter(x)` when there is an adapter, `base(x)` otherwise.
+/// `base(x) + adapter(x)`, or `base(x)` when the projection has no adapter.
+///
+/// The base projection runs as one 2-D matrix product over all leading dimensions
+/// ([`crate::arch::linear`]).
 ///
 /// # Shapes
 /// - `x`: `[..., in]` → `[..., out]`
@@ -81,8 +85,19 @@ pub fn project<B: Backend, const D: usize>(
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
     match adapter {
-        Some(adapter) => base.forward(x.clone()).add(adapter.forward(x)),
-        None => base.forward(x),
+        Some(adapter) => {
+            let dtype = x.dtype();
+            let adapter_dtype = adapter.lora_a.weight.val().dtype();
+            if dtype == adapter_dtype {
+                linear(base, x.clone()).add(adapter.forward(x))
+            } else {
+                // A half-precision base with f32 adapters (see `crate::precision`): the adapter
+                // path runs in the adapters' dtype and is cast back.
+                let delta = adapter.forward(x.clone().cast(FloatDType::from(adapter_dtype)));
+                linear(base, x).add(delta.cast(FloatDType::from(dtype)))
+            }
+        }
+        None => linear(base, x),
     }
 }
 
