@@ -8,7 +8,7 @@ Run from the repository root (PyTorch, numpy and safetensors from pip):
 
 It writes `tests/golden/loss_cases.safetensors` (inputs, expected per-token
 losses and gradients) and `tests/golden/loss_cases.json` (each case's config and
-expected scalar loss). `tests/golden_loss.rs` checks sdpo-core against them;
+expected scalar loss). `tests/backends/loss.rs` checks sdpo-core against them (on every backend);
 the Rust tests never run Python.
 
 The formulas are the reference's (lasgroup/SDPO, verl/trainer/ppo/core_algos.py:

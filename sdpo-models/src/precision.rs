@@ -141,8 +141,9 @@ impl<B: Backend> ModuleMapper<B> for CastParams {
             return param;
         }
         param.map(|t| {
+            // Detached first, so the cast weight is a leaf again on an autodiff backend.
             let require_grad = t.is_require_grad();
-            t.cast(dtype).set_require_grad(require_grad)
+            t.detach().cast(dtype).set_require_grad(require_grad)
         })
     }
 }

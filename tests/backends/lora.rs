@@ -128,7 +128,10 @@ fn adapter_bytes(c: &ModelConfig, rank: usize) -> usize {
     per_layer * c.num_layers * 4
 }
 
-/// Adapters as initialized (B = 0) leave the logits bit-identical.
+/// Adapters as initialized (B = 0) leave the logits unchanged: bit-identical on the CPU (the
+/// same kernels run, plus an exact `+ 0`); within 1e-6 of the largest logit on a GPU, where the
+/// fusion compiler may run the base product through another kernel when its input also feeds
+/// the adapter (a different summation order, ~1e-7 per op).
 pub fn fresh_adapters_leave_logits_unchanged<B: Target>() {
     for name in FIXTURES {
         let base = load::<B>(name);
@@ -141,7 +144,12 @@ pub fn fresh_adapters_leave_logits_unchanged<B: Target>() {
                 .unwrap()
                 .forward_logits(ids, mask),
         );
-        assert_eq!(bits(&plain), bits(&viewed), "{name}");
+        if B::GPU {
+            let err = rel_error(&viewed, &plain);
+            assert!(err <= 1e-6, "{name}: {err}");
+        } else {
+            assert!(bits(&plain) == bits(&viewed), "{name}: logits changed");
+        }
     }
 }
 
