@@ -108,7 +108,8 @@ impl Precision {
     }
 
     /// `module` with every float parameter cast to this precision (ids and `require_grad`
-    /// kept). A no-op for parameters already in it.
+    /// kept). A no-op for parameters already in it. On an autodiff backend cast the inner
+    /// module (`M::from_inner(precision.cast(m.valid()))`): a cast weight is not a leaf there.
     pub fn cast<B: Backend, M: Module<B>>(self, module: M) -> M {
         module.map(&mut CastParams(self.dtype()))
     }
@@ -141,9 +142,8 @@ impl<B: Backend> ModuleMapper<B> for CastParams {
             return param;
         }
         param.map(|t| {
-            // Detached first, so the cast weight is a leaf again on an autodiff backend.
             let require_grad = t.is_require_grad();
-            t.detach().cast(dtype).set_require_grad(require_grad)
+            t.cast(dtype).set_require_grad(require_grad)
         })
     }
 }

@@ -32,7 +32,7 @@ use sdpo_models::lora::{materialize, LoraSet};
 use sdpo_models::scoring::{
     concat_prompt_response, response_log_probs, response_logits, ScoringError,
 };
-use sdpo_models::{CausalLm, PrecisionError, Tokenizer, TokenizerError};
+use sdpo_models::{CausalLm, Precision, PrecisionError, Tokenizer, TokenizerError};
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::TrainConfig;
@@ -201,7 +201,11 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         cfg.precision.check::<B>(device)?;
         B::seed(device, cfg.seed);
         // The (frozen) model in the configured precision; adapters are created in f32 below.
-        let model = cfg.precision.cast(model);
+        // Cast on the inner backend, so every weight is a leaf again under autodiff.
+        let model = match cfg.precision {
+            Precision::F32 => model,
+            precision => CausalLm::from_inner(precision.cast(model.valid())),
+        };
         // A lazily initialized weight cloned into the teacher would draw its own values.
         materialize(&model);
         let policy = match &cfg.lora {

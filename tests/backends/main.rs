@@ -18,6 +18,8 @@ mod common;
 mod generation;
 mod gradients;
 mod lora;
+#[path = "../../sdpo-models/tests/support/lora_fixtures.rs"]
+mod lora_fixtures;
 mod loss;
 mod models;
 mod precision;

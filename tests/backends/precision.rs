@@ -4,7 +4,8 @@
 //! Tolerances: f16 keeps 11 significant bits (a rounding is ≤ 4.9e-4 relative) and bf16 8
 //! (≤ 3.9e-3); every weight and activation of the two-layer fixtures is rounded once or a few
 //! times, and the errors add up along the residual stream and the head's 64-term dot products.
-//! So logits must agree within 2e-2 (f16) and 8e-2 (bf16) of the largest logit; a wrong cast
+//! So logits must agree within 1e-2 (f16; 1e-3 measured on lavapipe) and 8e-2 (bf16) of the
+//! largest logit; a wrong cast
 //! (an operand read in the other dtype) gives garbage of order 1.
 
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
@@ -53,7 +54,7 @@ fn max_rel_error(ours: &[f32], want: &[f32], vocab: usize) -> f32 {
 /// not, the refusal names the precision and the backend.
 pub fn half_precision_logits_match_f32<B: Target>() {
     let device = Default::default();
-    for (precision, tolerance) in [(Precision::F16, 2e-2), (Precision::Bf16, 8e-2)] {
+    for (precision, tolerance) in [(Precision::F16, 1e-2), (Precision::Bf16, 8e-2)] {
         if let Err(err) = precision.check::<B>(&device) {
             let text = err.to_string();
             assert!(

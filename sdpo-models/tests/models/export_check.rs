@@ -26,7 +26,7 @@ use sdpo_models::lora::merge;
 use sdpo_models::{load_hf_dir, ChatMessage, Tokenizer};
 use serde_json::json;
 
-use super::lora_export::{random_lora, FIXTURES};
+use crate::lora_fixtures::{random_lora, FIXTURES};
 
 type B = NdArray<f32>;
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::NdArray;
-use sdpo_models::{load_hf_dir, CausalLm, LoadError};
+use sdpo_models::{load_hf_dir, LoadError};
 
 /// One float element type per test binary (Burn's dtype settings are per device).
 type B = NdArray<f32>;

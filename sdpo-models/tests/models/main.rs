@@ -4,6 +4,9 @@
 //! LoRA and generation are backend-generic and live in the root package's suite
 //! (`tests/backends/`).
 
+#[path = "../support/lora_fixtures.rs"]
+mod lora_fixtures;
+
 mod export_check;
 mod hf_parity;
 mod lora_export;
