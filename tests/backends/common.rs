@@ -1,18 +1,11 @@
-//! Helpers shared by the suite: golden safetensors files, fixture paths, host copies, the
-//! lock that keeps Burn's per-device random generator to one test at a time.
+//! Helpers shared by the suite: golden safetensors files, host copies, the lock that keeps
+//! Burn's per-device random generator to one test at a time. Fixture model paths come from
+//! `lora_fixtures::fixture` (shared with sdpo-models' tests).
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
-
-/// Path of a tiny fixture model under `sdpo-models/tests/fixtures/models/` (built by
-/// `python3 scripts/make_model_fixtures.py sdpo-models/tests/fixtures/models`).
-pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sdpo-models/tests/fixtures/models")
-        .join(name)
-}
 
 /// A tensor's values on the host as f32 (from any float dtype).
 pub fn host_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {

@@ -25,7 +25,8 @@ use sdpo::models::scoring::{
 };
 use sdpo::models::{load_hf_dir, CausalDecoder, CausalLm, KvCache};
 
-use crate::common::{fixture, host_f32, host_i64, serial};
+use crate::common::{host_f32, host_i64, serial};
+use crate::lora_fixtures::fixture;
 use crate::Target;
 
 const LOG_PROB_TOL: f64 = 1e-4;

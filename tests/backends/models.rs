@@ -19,7 +19,8 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 use safetensors::SafeTensors;
 use sdpo::models::{load_hf_dir, CausalLm};
 
-use crate::common::{fixture, host_f32};
+use crate::common::host_f32;
+use crate::lora_fixtures::fixture;
 use crate::Target;
 
 const TOLERANCE: f32 = 1e-4;

@@ -14,7 +14,8 @@ use sdpo::models::lora::LoraConfig;
 use sdpo::models::{load_hf_dir, CausalLm, Precision};
 use sdpo::train::{SdpoTrainer, TrainError};
 
-use crate::common::{fixture, host_f32, serial};
+use crate::common::{host_f32, serial};
+use crate::lora_fixtures::fixture;
 use crate::Target;
 
 fn logits<B: Backend>(model: &CausalLm<B>) -> (Vec<f32>, burn::tensor::DType) {
