@@ -384,6 +384,69 @@ fn bad_inputs_are_errors_not_panics() {
 }
 
 #[test]
+fn a_precision_the_device_cannot_run_is_refused_by_every_command() {
+    // NdArray does general arithmetic in f32 and f64 only (Flex, the CPU default, has all three).
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let nd = ["--backend", "ndarray"];
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                nd[0],
+                nd[1],
+                "generate",
+                "builtin",
+                "1+1=",
+                "--precision",
+                "f16",
+            ],
+            "f16",
+        ),
+        (
+            &[
+                nd[0],
+                nd[1],
+                "eval",
+                "builtin",
+                "--task",
+                "addition",
+                "--precision",
+                "bf16",
+            ],
+            "bf16",
+        ),
+        (
+            &[
+                nd[0],
+                nd[1],
+                "train",
+                "--smoke",
+                "--precision",
+                "f16",
+                "--set",
+                "train.lora=Some((rank: 4))",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            "f16",
+        ),
+    ];
+    for (args, precision) in cases {
+        let err = fails(sdpo(args));
+        assert!(
+            err.contains(&format!("precision `{precision}` is not supported by"))
+                && err.contains("choose f32"),
+            "{args:?}: {err}"
+        );
+    }
+    // An unknown name is a usage error (clap's exit status 2), naming the value.
+    let out = sdpo(&["generate", "builtin", "hi", "--precision", "f8"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("f8") && !err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn example_smollm2_configs_read_data_and_rewards_before_the_model() {
     // The model files are not in the repository: each run gets as far as loading them.
     let tmp = tempfile::tempdir().unwrap();

@@ -11,44 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::error::ConfigError;
 use crate::template::Template;
-
-/// A configuration that cannot be used, with the field, the value and why.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A field holds a value outside its domain or contradicting another field.
-    #[error("invalid `{field}` = {value:?}: {reason}")]
-    Invalid {
-        /// The field name, as written in a RON file.
-        field: &'static str,
-        /// The offending value, printed.
-        value: String,
-        /// What was expected.
-        reason: String,
-    },
-    /// A RON document could not be parsed (syntax error, unknown or misspelled
-    /// field, wrong type).
-    #[error("{source_name}:{line}:{column}: {message}")]
-    Parse {
-        /// The file path, or `<string>` for in-memory text.
-        source_name: String,
-        /// 1-based line of the error.
-        line: usize,
-        /// 1-based column of the error.
-        column: usize,
-        /// What the parser expected and found.
-        message: String,
-    },
-    /// A config file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Io {
-        /// The file path.
-        path: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// Declares an enum that (de)serializes as one of a fixed set of strings (the
 /// reference's spellings, e.g. `"trust-region"`, `"token-mean"`), so RON files
@@ -150,6 +114,49 @@ string_enum!(LossAggMode {
     SeqMeanTokenMean => "seq-mean-token-mean",
     SeqMeanTokenSumNorm => "seq-mean-token-sum-norm",
 });
+
+/// The level of the rollout importance-sampling correction (verl's
+/// `rollout_is_level`): how the ratio between the policy being trained and the
+/// policy that generated the rollout is formed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RolloutIsLevel {
+    /// No correction.
+    None,
+    /// One weight per token: `exp(log π_old − log π_rollout)`.
+    #[default]
+    Token,
+    /// One weight per sequence, the product of its token ratios, on every token.
+    Sequence,
+}
+
+string_enum!(RolloutIsLevel {
+    None => "none",
+    Token => "token",
+    Sequence => "sequence",
+});
+
+/// Rollout importance sampling (verl's `rollout_is`, truncated mode): the
+/// losses' per-token terms are multiplied by `min(ratio, threshold)`, detached.
+/// It corrects for the difference between the log-probs the rollout was drawn
+/// with (the KV-cache decode) and those the trainer computes (a full forward),
+/// and, with several mini-batches, for nothing else: both are the same weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutIs {
+    /// `"token"` (default, as verl's SDPO recipe), `"sequence"` or `"none"`.
+    pub level: RolloutIsLevel,
+    /// Upper bound of a weight (verl's `rollout_is_threshold`). Default 2.0.
+    pub threshold: f64,
+}
+
+impl Default for RolloutIs {
+    fn default() -> Self {
+        Self {
+            level: RolloutIsLevel::Token,
+            threshold: 2.0,
+        }
+    }
+}
 
 /// What to do when a teacher prompt is longer than `max_reprompt_len` tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

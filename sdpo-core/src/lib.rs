@@ -33,15 +33,17 @@
 
 pub mod chat;
 pub mod config;
+pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod policy;
 pub mod reprompt;
+pub mod rollout_is;
 pub mod teacher;
 pub mod template;
 
 pub use chat::ChatMessage;
 pub use config::{
-    ConfigError, DistillationSupport, Divergence, LossAggMode, RepromptTruncation, SdpoConfig,
-    TeacherMode,
+    ConfigError, DistillationSupport, Divergence, LossAggMode, RepromptTruncation, RolloutIs,
+    RolloutIsLevel, SdpoConfig, TeacherMode,
 };

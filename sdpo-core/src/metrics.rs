@@ -34,3 +34,59 @@ pub const SELF_DISTILLATION: [&str; 6] = [
     REPROMPT_SAMPLE_FRACTION,
     EMPTY_TARGET_BATCH,
 ];
+
+/// The training step's number (1 after the first step).
+pub const STEP: &str = "step";
+/// Mean distillation term over the step's passes.
+pub const LOSS_DISTILLATION: &str = "loss/distillation";
+/// Mean GRPO term over the step's passes.
+pub const LOSS_POLICY: &str = "loss/policy";
+/// Fraction of response tokens where the PPO clip was active (GRPO term).
+pub const CLIP_FRACTION: &str = "policy/clip_fraction";
+/// Mean importance weight of the distillation term (`is_clip`).
+pub const IS_WEIGHT_MEAN: &str = "self_distillation/is_weight_mean";
+/// Mean rollout importance-sampling weight over response tokens.
+pub const ROLLOUT_IS_WEIGHT_MEAN: &str = "rollout_is/weight_mean";
+/// Mean entropy of the student's (temperature-scaled) distribution over response tokens.
+pub const ENTROPY: &str = "policy/entropy";
+/// Mean GRPO advantage over samples (only when the GRPO term is on).
+pub const ADVANTAGE_MEAN: &str = "advantage/mean";
+/// Standard deviation of the GRPO advantages over samples.
+pub const ADVANTAGE_STD: &str = "advantage/std";
+/// Mean global gradient norm over the step's updates (before clipping).
+pub const GRAD_NORM: &str = "grad_norm";
+/// Updates skipped for a non-finite loss or gradient norm.
+pub const SKIPPED_UPDATES: &str = "optimizer/skipped_steps";
+/// Student forward passes with a graph or for old log-probs (not rollouts, not teachers).
+pub const STUDENT_FORWARDS: &str = "perf/student_forwards";
+/// Smallest sequence reward.
+pub const REWARD_MIN: &str = "reward/min";
+/// Largest sequence reward.
+pub const REWARD_MAX: &str = "reward/max";
+/// Samples on which a reward failed.
+pub const REWARD_FAILURES: &str = "reward/failures";
+/// Prefix of each reward's mean unweighted score: `reward/by_name/NAME`.
+pub const REWARD_BY_NAME_PREFIX: &str = "reward/by_name/";
+/// Fraction of groups whose samples all got the same reward (no GRPO signal there).
+pub const FLAT_GROUP_FRACTION: &str = "reward/flat_group_fraction";
+/// Longest response in tokens.
+pub const RESPONSE_LENGTH_MAX: &str = "response_length/max";
+/// Fraction of responses that hit `max_new_tokens` without a stop token.
+pub const TRUNCATED_FRACTION: &str = "response_length/truncated_fraction";
+/// Seconds of each phase of the step: `time/rollout`, `time/reward`, `time/teacher`,
+/// `time/student`, `time/update`, `time/step`.
+pub const TIME_ROLLOUT: &str = "time/rollout";
+/// See [`TIME_ROLLOUT`].
+pub const TIME_REWARD: &str = "time/reward";
+/// See [`TIME_ROLLOUT`].
+pub const TIME_TEACHER: &str = "time/teacher";
+/// See [`TIME_ROLLOUT`].
+pub const TIME_STUDENT: &str = "time/student";
+/// See [`TIME_ROLLOUT`].
+pub const TIME_UPDATE: &str = "time/update";
+/// See [`TIME_ROLLOUT`].
+pub const TIME_STEP: &str = "time/step";
+/// Consecutive steps without any teacher signal.
+pub const STEPS_WITHOUT_TEACHER_SIGNAL: &str = "warning/steps_without_teacher_signal";
+/// Consecutive steps whose rewards were all equal.
+pub const STEPS_WITH_FLAT_REWARDS: &str = "warning/steps_with_flat_rewards";

@@ -7,7 +7,7 @@
 //! answers are full of them) come through literally and are never re-read as
 //! placeholders.
 
-use crate::config::ConfigError;
+use crate::error::ConfigError;
 
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]

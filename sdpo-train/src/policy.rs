@@ -1,18 +1,18 @@
-//! [`Policy`]: the trained module (a model, optionally seen through LoRA adapters) and its
-//! burn-train [`TrainStep`]: one forward/backward of the blended SDPO / GRPO loss.
+//! [`Policy`]: the trained module (a model, optionally seen through LoRA adapters) and
+//! [`Policy::loss`]: one forward of the blended SDPO / GRPO loss on a micro-batch.
 
 use std::sync::Arc;
 
 use burn::module::Module;
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ElementConversion;
 use burn::tensor::{Bool, Int, Tensor};
-use burn::train::{ItemLazy, TrainOutput, TrainStep};
 
 use sdpo_core::loss::{try_self_distillation_loss, DistillationBatch, ShapeError};
 use sdpo_core::policy::{blend, policy_loss, ClipRange};
-use sdpo_core::teacher::trust_region_logits;
-use sdpo_core::SdpoConfig;
+use sdpo_core::rollout_is::rollout_is_weights;
+use sdpo_core::{RolloutIs, SdpoConfig};
 use sdpo_models::arch::{CausalDecoder, CausalLm, KvCache, ModelConfig};
 use sdpo_models::lora::{LoraSet, WithLora};
 use sdpo_models::scoring::{response_log_probs, response_logits, ScoringError};
@@ -81,16 +81,9 @@ impl<B: Backend> CausalDecoder<B> for Policy<B> {
 pub enum TeacherSignal<B: Backend> {
     /// No distillation term (pure GRPO).
     None,
-    /// Teacher logits at the response positions, temperature applied, `[batch, R, vocab]`.
+    /// Teacher logits at the response positions, temperature applied, `[batch, R, vocab]`
+    /// (every teacher mode forms its own; see [`crate::teacher::Teacher::logits`]).
     Logits(Tensor<B, 3>),
-    /// Trust region: the teacher is `lerp(reference, student, rate)` with the student's own
-    /// current (detached) logits, so it is formed inside the step.
-    TrustRegion {
-        /// Reference-model logits, temperature applied, `[batch, R, vocab]`.
-        reference: Tensor<B, 3>,
-        /// Mixing rate (`teacher_update_rate`).
-        rate: f64,
-    },
 }
 
 /// One forward/backward pass's input (a micro-batch of the generation batch).
@@ -108,11 +101,16 @@ pub struct TrainBatch<B: Backend> {
     pub self_distillation_mask: Tensor<B, 1>,
     /// The teacher's contribution.
     pub teacher: TeacherSignal<B>,
-    /// Log-probs of the response under the policy before this batch's first update, `[batch, R]`
-    /// (needed by the IS clip and by GRPO).
+    /// Log-probs of the response under the policy before the step's first update, `[batch,
+    /// R]`, for the IS clip and GRPO. `None` when the step is on-policy (one update per
+    /// generation batch): the pass's own log-probs, detached, serve, so the ratio is exactly 1
+    /// and no extra forward runs (verl's `on_policy` branch).
     pub old_log_probs: Option<Tensor<B, 2>>,
     /// GRPO advantages broadcast over tokens, `[batch, R]` (needed when `distillation_weight < 1`).
     pub advantages: Option<Tensor<B, 2>>,
+    /// The log-probs the rollout drew the response with, `[batch, R]`, for rollout importance
+    /// sampling ([`StepSettings::rollout_is`]); `None` turns it off for this pass.
+    pub rollout_log_probs: Option<Tensor<B, 2>>,
     /// The algorithm's settings, the sampling temperature and the gradient-accumulation scale.
     pub settings: Arc<StepSettings>,
 }
@@ -126,6 +124,8 @@ pub struct StepSettings {
     pub temperature: f64,
     /// The loss is multiplied by this (1 / number of micro-batches in the mini-batch).
     pub loss_scale: f64,
+    /// Rollout importance sampling.
+    pub rollout_is: RolloutIs,
 }
 
 /// Scalars from one pass, read back to the host.
@@ -141,15 +141,10 @@ pub struct StepItem {
     pub clip_fraction: Option<f64>,
     /// Mean importance weight over masked tokens (distillation term with `is_clip`).
     pub mean_is_weight: Option<f64>,
-    /// Why the pass could not be evaluated (then no gradients were produced).
-    pub error: Option<String>,
-}
-
-impl ItemLazy for StepItem {
-    type ItemSync = StepItem;
-    fn sync(self) -> StepItem {
-        self
-    }
+    /// Mean rollout importance-sampling weight over response tokens.
+    pub mean_rollout_is_weight: Option<f64>,
+    /// Mean entropy of the student's distribution over response tokens.
+    pub entropy: Option<f64>,
 }
 
 /// Why a training pass could not run.
@@ -177,18 +172,48 @@ impl<B: AutodiffBackend> Policy<B> {
         let r = batch.response_ids.dims()[1];
         let logits = response_logits(self, batch.ids, batch.mask, r, Some(s.temperature))?;
         let w = cfg.distillation_weight;
-        let mut item = StepItem::default();
+        let mut item = StepItem {
+            entropy: mean_entropy(logits.clone(), batch.response_mask.clone()),
+            ..StepItem::default()
+        };
 
         let teacher_logits = match batch.teacher {
             TeacherSignal::None => None,
             TeacherSignal::Logits(t) => Some(t),
-            TeacherSignal::TrustRegion { reference, rate } => Some(trust_region_logits(
-                reference,
-                logits.clone().detach(),
-                rate,
-            )),
         };
-        let (distillation, student_log_probs) = if w > 0.0 {
+        // The GRPO term differentiates the student's token log-probs.
+        let student_log_probs =
+            (w < 1.0).then(|| response_log_probs(logits.clone(), batch.response_ids.clone()));
+        // On-policy (no old log-probs given) the pass's own, detached, serve: the PPO ratio is
+        // exactly 1 and the distillation's IS weights are 1 (verl's `on_policy` branch).
+        let on_policy = batch.old_log_probs.is_none();
+        let rollout_is = batch.rollout_log_probs.is_some()
+            && s.rollout_is.level != sdpo_core::RolloutIsLevel::None;
+        let old_log_probs = match (batch.old_log_probs, &student_log_probs) {
+            (Some(old), _) => Some(old),
+            (None, Some(own)) => Some(own.clone().detach()),
+            (None, None) if rollout_is => Some(response_log_probs(
+                logits.clone().detach(),
+                batch.response_ids.clone(),
+            )),
+            (None, None) => None,
+        };
+        let rollout_weights = match (&old_log_probs, batch.rollout_log_probs) {
+            (Some(old), Some(rollout)) => rollout_is_weights(
+                old.clone(),
+                rollout,
+                batch.response_mask.clone(),
+                &s.rollout_is,
+            ),
+            _ => None,
+        };
+        if let Some(weights) = &rollout_weights {
+            let tokens = scalar(&batch.response_mask.clone().sum());
+            if tokens > 0.0 {
+                item.mean_rollout_is_weight = Some(scalar(&weights.clone().sum()) / tokens);
+            }
+        }
+        let distillation = if w > 0.0 {
             let teacher_logits =
                 teacher_logits.ok_or(StepError::Missing("distillation needs teacher logits"))?;
             let out = try_self_distillation_loss(
@@ -197,9 +222,13 @@ impl<B: AutodiffBackend> Policy<B> {
                     teacher_logits,
                     response_ids: batch.response_ids.clone(),
                     response_mask: batch.response_mask.clone(),
-                    old_log_probs: batch.old_log_probs.clone(),
+                    old_log_probs: if on_policy {
+                        None
+                    } else {
+                        old_log_probs.clone()
+                    },
                     self_distillation_mask: Some(batch.self_distillation_mask),
-                    rollout_is_weights: None,
+                    rollout_is_weights: rollout_weights.clone(),
                 },
                 cfg,
             )?;
@@ -215,32 +244,30 @@ impl<B: AutodiffBackend> Policy<B> {
                     item.mean_is_weight = Some(weighted / total);
                 }
             }
-            (Some(out.loss), out.student_log_probs)
-        } else {
-            let lp = response_log_probs(logits, batch.response_ids.clone());
-            (None, lp)
-        };
-        let policy = if w < 1.0 {
-            let old = batch
-                .old_log_probs
-                .ok_or(StepError::Missing("GRPO needs old log-probs"))?;
-            let adv = batch
-                .advantages
-                .ok_or(StepError::Missing("GRPO needs advantages"))?;
-            let out = policy_loss(
-                student_log_probs,
-                old,
-                adv,
-                batch.response_mask,
-                ClipRange::from(cfg),
-                None,
-                cfg.loss_agg_mode,
-            );
-            item.policy_loss = Some(scalar(&out.loss));
-            item.clip_fraction = Some(scalar(&out.clip_fraction));
             Some(out.loss)
         } else {
             None
+        };
+        let policy = match student_log_probs {
+            None => None,
+            Some(log_probs) => {
+                let old = old_log_probs.ok_or(StepError::Missing("GRPO needs old log-probs"))?;
+                let adv = batch
+                    .advantages
+                    .ok_or(StepError::Missing("GRPO needs advantages"))?;
+                let out = policy_loss(
+                    log_probs,
+                    old,
+                    adv,
+                    batch.response_mask,
+                    ClipRange::from(cfg),
+                    rollout_weights,
+                    cfg.loss_agg_mode,
+                );
+                item.policy_loss = Some(scalar(&out.loss));
+                item.clip_fraction = Some(scalar(&out.clip_fraction));
+                Some(out.loss)
+            }
         };
         let loss = blend(policy, distillation, w)
             .ok_or(StepError::Missing("neither loss term was evaluated"))?;
@@ -253,22 +280,18 @@ fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_scalar().elem::<f64>()
 }
 
-impl<B: AutodiffBackend> TrainStep for Policy<B> {
-    type Input = TrainBatch<B>;
-    type Output = StepItem;
-
-    /// One forward/backward pass. A batch that cannot be evaluated yields no gradients and
-    /// the error text in [`StepItem::error`] (the trainer turns it back into a typed error).
-    fn step(&self, batch: TrainBatch<B>) -> TrainOutput<StepItem> {
-        match self.loss(batch) {
-            Ok((loss, item)) => TrainOutput::new(self, loss.backward(), item),
-            Err(e) => TrainOutput {
-                grads: burn::optim::GradientsParams::new(),
-                item: StepItem {
-                    error: Some(e.to_string()),
-                    ..StepItem::default()
-                },
-            },
-        }
-    }
+/// Mean entropy `−Σ p log p` of `logits`' distributions over masked tokens (no graph); `None`
+/// when no token is masked in.
+///
+/// # Shapes
+/// - `logits`: `[batch, R, vocab]`, `mask`: `[batch, R]`
+fn mean_entropy<B: Backend>(logits: Tensor<B, 3>, mask: Tensor<B, 2>) -> Option<f64> {
+    let [batch, len, _] = logits.dims();
+    let log_p = log_softmax(logits.detach(), 2);
+    let entropy = (log_p.clone().exp() * log_p)
+        .sum_dim(2)
+        .neg()
+        .reshape([batch, len]);
+    let tokens = scalar(&mask.clone().sum());
+    (tokens > 0.0).then(|| scalar(&(entropy * mask).sum()) / tokens)
 }

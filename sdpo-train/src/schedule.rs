@@ -22,7 +22,8 @@ pub struct WarmupSchedule {
 }
 
 impl WarmupSchedule {
-    /// A schedule for `total` optimizer steps peaking at `peak`.
+    /// A schedule over `total` steps peaking at `peak` (the trainer advances it once per
+    /// training step).
     pub fn new(config: &ScheduleConfig, peak: f64, total: usize) -> Self {
         Self {
             peak,

@@ -10,12 +10,17 @@
 //!
 //! With LoRA the base is shared with the student (the base is frozen, so only adapters can
 //! differ): a LoRA teacher never holds a second base.
+//!
+//! [`Teacher::logits`] returns the teacher's signal itself for every mode: for `trust-region`
+//! it runs both the reference and the current student on the teacher's (reprompted) input and
+//! mixes them, `lerp(reference, student, rate)`, as verl's `TrustRegionTeacher` does — so rate
+//! 0 is the reference and rate 1 is the `live` teacher.
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor};
 
-use sdpo_core::teacher::{ema_update, TeacherUpdateError};
+use sdpo_core::teacher::{ema_update, trust_region_logits, TeacherUpdateError};
 use sdpo_core::TeacherMode;
 use sdpo_models::arch::CausalLm;
 use sdpo_models::lora::{LoraSet, WithLora};
@@ -75,11 +80,12 @@ impl<B: Backend> Teacher<B> {
         self.weights = weights;
     }
 
-    /// Logits at the `response_len` last positions of `ids` (`[batch, R, vocab]`), divided by
-    /// `temperature`. For `trust-region` these are the reference's logits; the step mixes in the
-    /// student's.
+    /// The teacher's logits at the `response_len` last positions of `ids` (`[batch, R,
+    /// vocab]`), divided by `temperature`; `ids` is the teacher's input. For `trust-region`:
+    /// `lerp(reference, student, rate)`, both run on `ids`.
     ///
-    /// `student` is the current student's inner module (for `live` and for the shared base).
+    /// `student` is the current student's inner module (for `live`, `trust-region` and the
+    /// shared base).
     pub fn logits(
         &self,
         student: &Policy<B>,
@@ -89,19 +95,28 @@ impl<B: Backend> Teacher<B> {
         temperature: f64,
     ) -> Result<Tensor<B, 3>, ScoringError> {
         let t = Some(temperature);
-        match &self.weights {
-            None => response_logits(student, ids, mask, response_len, t),
-            Some(TeacherWeights::Model(m)) => response_logits(m, ids, mask, response_len, t),
+        let own = match &self.weights {
+            None => return response_logits(student, ids, mask, response_len, t),
+            Some(TeacherWeights::Model(m)) => {
+                response_logits(m, ids.clone(), mask.clone(), response_len, t)?
+            }
             Some(TeacherWeights::Adapters(set)) => response_logits(
                 &WithLora {
                     base: &student.lm,
                     lora: set,
                 },
-                ids,
-                mask,
+                ids.clone(),
+                mask.clone(),
                 response_len,
                 t,
-            ),
+            )?,
+        };
+        match self.mode {
+            TeacherMode::TrustRegion => {
+                let current = response_logits(student, ids, mask, response_len, t)?;
+                Ok(trust_region_logits(own, current, self.rate))
+            }
+            _ => Ok(own),
         }
     }
 

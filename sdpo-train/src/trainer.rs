@@ -1,12 +1,20 @@
-//! [`SdpoTrainer`]: one training step is rollout → reward → reprompt → (teacher, student)
-//! passes per mini-batch → optimizer step(s) → teacher update → metrics (DESIGN.md, steps 1–12).
+//! [`SdpoTrainer`]: one training step is rollout → reward → reprompt → teacher → update, each
+//! a component of its own (docs/ARCHITECTURE.md):
 //!
-//! Built from burn-train / burn-optim parts: the [`Policy`] is a [`TrainStep`] module, the
-//! optimizer is burn's AdamW adaptor, the schedule a burn [`LrScheduler`], gradient
-//! accumulation burn's [`GradientsAccumulator`]. The trainer owns model, optimizer and
-//! scheduler itself (as burn-train's `Learner` does) because `Learner` in 0.21 does not expose
-//! its optimizer state outside burn-train except through a checkpointer that needs a private
-//! event store, and resumable, atomic checkpoints need that state.
+//! | phase    | component                                        | produces                     |
+//! |----------|--------------------------------------------------|------------------------------|
+//! | rollout  | [`Rollout`] (with [`Prompts`])                   | samples, texts, token ids    |
+//! | reward   | [`score_rollout`]                                | [`ScoredSample`]s            |
+//! | reprompt | [`plan_reprompts`] + [`TeacherInputs`]           | teacher ids, the SD mask     |
+//! | teacher  | [`Teacher::logits`] (every mode forms its own)   | teacher logits per pass      |
+//! | update   | [`StepBatch`] passes, [`Updater`], [`Policy::loss`] | gradients, optimizer updates |
+//! | metrics  | [`StepMetrics`]                                  | the step's metrics by name   |
+//!
+//! The trainer owns model, optimizer and schedule itself (as burn-train's `Learner` does)
+//! because `Learner` in 0.21 exposes its optimizer state only through a checkpointer that needs
+//! a private event store, and resumable, atomic checkpoints need that state. It is generic over
+//! Burn's [`Optimizer`] and [`LrScheduler`]: AdamW and [`WarmupSchedule`] by default, any other
+//! through [`SdpoTrainer::with_optimizer`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,34 +23,35 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::lr_scheduler::LrScheduler;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use burn::train::TrainStep;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Device, Tensor};
 
 use sdpo_core::config::ConfigError;
 use sdpo_core::policy::group_advantages;
-use sdpo_core::reprompt::{plan_reprompts, SampleOutcome};
+use sdpo_core::reprompt::{plan_reprompts, RepromptPlan, SampleOutcome};
 use sdpo_core::teacher::TeacherUpdateError;
-use sdpo_core::{metrics as names, ChatMessage, RepromptTruncation, TeacherMode};
-use sdpo_models::generate::{
-    generate, left_pad, sampler_rng, GenerationError, SamplerRng, SamplingParams,
-};
+use sdpo_core::{metrics as names, ChatMessage, RolloutIsLevel};
+use sdpo_models::generate::{sampler_rng, GenerationError, SamplerRng, SamplingParams};
 use sdpo_models::lora::{materialize, LoraSet};
-use sdpo_models::scoring::{
-    concat_prompt_response, response_log_probs, response_logits, ScoringError,
-};
+use sdpo_models::scoring::ScoringError;
 use sdpo_models::{CausalLm, Precision, PrecisionError, Tokenizer, TokenizerError};
 
 use crate::checkpoint::{self, CheckpointError};
-use crate::config::TrainConfig;
+use crate::config::{OptimizerConfig, TrainConfig};
 use crate::dataset::{Dataset, DatasetError, PromptSampler, Row, SamplerState};
-use crate::grad_norm::clip_global_norm;
 use crate::metrics_log::{Metrics, MetricsWriter};
-use crate::policy::{Policy, StepItem, StepSettings, TeacherSignal, TrainBatch};
-use crate::reward::{RewardInput, Rewards};
+use crate::policy::{Policy, StepError, StepSettings, TeacherSignal};
+use crate::prompts::Prompts;
+use crate::reward::Rewards;
+use crate::rollout::{requests, Rollout};
 use crate::schedule::WarmupSchedule;
+use crate::scoring::{score_rollout, ScoredSample};
+use crate::step_batch::StepBatch;
+use crate::step_metrics::{mean_std, PhaseTimes, ResponseStats, RewardStats, StepMetrics};
 use crate::teacher::{teacher_for, Teacher, TeacherWeights};
+use crate::teacher_inputs::TeacherInputs;
+use crate::updater::{old_log_probs, BatchSplit, UpdateOutcome, Updater};
 
 /// Why training could not go on. Every variant says what and where.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +75,7 @@ pub enum TrainError {
     Scoring(#[from] ScoringError),
     /// A training pass could not be evaluated.
     #[error("training step: {0}")]
-    Step(String),
+    Step(#[from] StepError),
     /// The dataset or its sampler is unusable.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
@@ -100,11 +109,9 @@ pub enum TrainError {
     /// The LoRA configuration does not fit the model.
     #[error("lora: {0}")]
     Lora(String),
-}
-
-fn tok_err(context: impl Into<String>) -> impl FnOnce(TokenizerError) -> TrainError {
-    let context = context.into();
-    move |source| TrainError::Tokenizer { context, source }
+    /// The rewards could not be built.
+    #[error("rewards: {0}")]
+    Rewards(#[from] crate::reward::RewardBuildError),
 }
 
 /// One sample of a step, for logs, examples and test-time self-distillation.
@@ -146,11 +153,47 @@ struct Health {
     steps_with_flat_rewards: usize,
 }
 
+impl Health {
+    /// Counts this step (whether any sample had a teacher signal, the reward spread) and
+    /// returns the warnings due after `warn_after` such steps in a row (0 = never).
+    fn observe(
+        &mut self,
+        signal: bool,
+        distills: bool,
+        reward: &RewardStats,
+        warn_after: usize,
+    ) -> Vec<String> {
+        self.steps_without_signal = if signal {
+            0
+        } else {
+            self.steps_without_signal + 1
+        };
+        self.steps_with_flat_rewards = if reward.std > 0.0 {
+            0
+        } else {
+            self.steps_with_flat_rewards + 1
+        };
+        let mut warnings = Vec::new();
+        if warn_after > 0 && distills && self.steps_without_signal >= warn_after {
+            warnings.push(format!(
+                "no sample has had a teacher signal (a successful peer or feedback) for {} steps: the distillation loss is zero; check the rewards, success_reward_threshold and include_environment_feedback",
+                self.steps_without_signal
+            ));
+        }
+        if warn_after > 0 && self.steps_with_flat_rewards >= warn_after {
+            warnings.push(format!(
+                "rewards have been identical across all samples for {} steps (mean {}): no sample is better than another",
+                self.steps_with_flat_rewards, reward.mean
+            ));
+        }
+        warnings
+    }
+}
+
 /// The serializable part of a checkpoint besides the Burn records.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct TrainerState {
     step: usize,
-    schedule_steps: usize,
     rng: SamplerRng,
     sampler: SamplerState,
     health: Health,
@@ -158,28 +201,101 @@ struct TrainerState {
     teacher_mode: String,
 }
 
-/// The SDPO trainer (library API). Generic over the autodiff backend; rollouts and teacher
-/// passes run on its inner backend without a graph.
-pub struct SdpoTrainer<B: AutodiffBackend> {
+/// Whether [`SdpoTrainer::fit`] goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Run the next step.
+    Continue,
+    /// Stop here (the end hook and the final checkpoint still run).
+    Stop,
+}
+
+/// What [`SdpoTrainer::fit`] calls around the steps; every method defaults to doing nothing.
+/// A closure `FnMut(&StepReport) -> bool` is a hook set too (`false` stops).
+pub trait FitHooks<B: AutodiffBackend, O, S> {
+    /// The hooks' error; training errors convert into it.
+    type Error: From<TrainError>;
+
+    /// After each step, its metrics written: report progress, evaluate, or stop.
+    ///
+    /// # Errors
+    /// Whatever the hook fails with; `fit` stops and returns it.
+    fn after_step(
+        &mut self,
+        _trainer: &SdpoTrainer<B, O, S>,
+        _report: &StepReport,
+    ) -> Result<Flow, Self::Error> {
+        Ok(Flow::Continue)
+    }
+
+    /// After a checkpoint of step `step` was written to `path`.
+    ///
+    /// # Errors
+    /// As [`Self::after_step`].
+    fn after_checkpoint(&mut self, _step: usize, _path: &Path) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// Once, after the last step (or a stop), before the final checkpoint: e.g. a final
+    /// evaluation.
+    ///
+    /// # Errors
+    /// As [`Self::after_step`].
+    fn before_end(&mut self, _trainer: &SdpoTrainer<B, O, S>) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+impl<B: AutodiffBackend, O, S, F: FnMut(&StepReport) -> bool> FitHooks<B, O, S> for F {
+    type Error = TrainError;
+
+    fn after_step(
+        &mut self,
+        _trainer: &SdpoTrainer<B, O, S>,
+        report: &StepReport,
+    ) -> Result<Flow, TrainError> {
+        Ok(match self(report) {
+            true => Flow::Continue,
+            false => Flow::Stop,
+        })
+    }
+}
+
+/// The default optimizer: Burn's AdamW over the policy.
+pub type AdamWOptimizer<B> = OptimizerAdaptor<AdamW, Policy<B>, B>;
+
+/// AdamW with the run's settings.
+pub fn adamw<B: AutodiffBackend>(cfg: &OptimizerConfig) -> AdamWOptimizer<B> {
+    AdamWConfig::new()
+        .with_beta_1(cfg.beta1 as f32)
+        .with_beta_2(cfg.beta2 as f32)
+        .with_epsilon(cfg.epsilon as f32)
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init::<B, Policy<B>>()
+}
+
+/// The SDPO trainer (library API). Generic over the autodiff backend, the optimizer and the
+/// learning-rate schedule; rollouts and teacher passes run on the inner backend without a
+/// graph.
+pub struct SdpoTrainer<B: AutodiffBackend, O = AdamWOptimizer<B>, S = WarmupSchedule> {
     cfg: TrainConfig,
     policy: Policy<B>,
-    optim: OptimizerAdaptor<AdamW, Policy<B>, B>,
-    schedule: WarmupSchedule,
+    updater: Updater<B, O, S>,
     teacher: Teacher<B::InnerBackend>,
-    tokenizer: Tokenizer,
+    prompts: Prompts,
     dataset: Dataset,
     sampler: PromptSampler,
     rewards: Rewards,
     rng: SamplerRng,
     sampling: SamplingParams,
-    pad_id: u32,
     step: usize,
     health: Health,
     device: Device<B>,
 }
 
 impl<B: AutodiffBackend> SdpoTrainer<B> {
-    /// A trainer for `model` (weights loaded), its tokenizer, a dataset and rewards.
+    /// A trainer for `model` (weights loaded), its tokenizer, a dataset and rewards, with
+    /// AdamW and the warmup schedule of `cfg`.
     ///
     /// With `cfg.lora` the model is frozen and a fresh adapter set (seeded by `cfg.seed`) is
     /// trained. The model is cast to `cfg.precision` (the adapters stay f32). The teacher is
@@ -217,15 +333,14 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
             }
             None => Policy::full(model),
         };
-        let optim = AdamWConfig::new()
-            .with_beta_1(cfg.optimizer.beta1 as f32)
-            .with_beta_2(cfg.optimizer.beta2 as f32)
-            .with_epsilon(cfg.optimizer.epsilon as f32)
-            .with_weight_decay(cfg.optimizer.weight_decay as f32)
-            .init::<B, Policy<B>>();
-        let total_updates = cfg.steps * cfg.mini_batches;
-        let schedule =
-            WarmupSchedule::new(&cfg.schedule, cfg.optimizer.learning_rate, total_updates);
+        // One learning rate per training step, shared by its mini-batch updates.
+        let schedule = WarmupSchedule::new(&cfg.schedule, cfg.optimizer.learning_rate, cfg.steps);
+        let updater = Updater::new(
+            adamw::<B>(&cfg.optimizer),
+            schedule,
+            cfg.optimizer.max_grad_norm,
+            batch_split(&cfg),
+        );
         let teacher = teacher_for(
             cfg.sdpo.teacher_mode,
             cfg.sdpo.teacher_update_rate,
@@ -239,30 +354,26 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 sampling.stop_token_ids.push(id);
             }
         }
-        let pad_id = tokenizer
-            .pad_token()
-            .and_then(|p| tokenizer.token_to_id(p))
-            .or_else(|| tokenizer.eos_token_ids().first().copied())
-            .unwrap_or(0);
         Ok(Self {
             rng: sampler_rng(cfg.seed),
+            prompts: Prompts::new(tokenizer, cfg.max_prompt_len)
+                .with_template_kwargs(cfg.chat_template_kwargs.clone()),
             cfg,
             policy,
-            optim,
-            schedule,
+            updater,
             teacher,
-            tokenizer,
             dataset,
             sampler,
             rewards,
             sampling,
-            pad_id,
             step: 0,
             health: Health::default(),
             device: device.clone(),
         })
     }
+}
 
+impl<B: AutodiffBackend, O, S> SdpoTrainer<B, O, S> {
     /// The configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
@@ -283,9 +394,20 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         &self.teacher
     }
 
+    /// The teacher, to change (e.g. to start from other teacher weights with
+    /// [`Teacher::set_weights`]).
+    pub fn teacher_mut(&mut self) -> &mut Teacher<B::InnerBackend> {
+        &mut self.teacher
+    }
+
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
+        self.prompts.tokenizer()
+    }
+
+    /// The prompt encoder (chat template, padding, prompt length limit).
+    pub fn prompts(&self) -> &Prompts {
+        &self.prompts
     }
 
     /// The training dataset.
@@ -300,7 +422,7 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
 
     /// The id used for padding.
     pub fn pad_id(&self) -> u32 {
-        self.pad_id
+        self.prompts.pad_id()
     }
 
     /// Renders chat messages with the tokenizer's chat template (generation prompt on) and
@@ -315,29 +437,8 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         max_len: usize,
         context: &str,
     ) -> Result<Vec<u32>, TrainError> {
-        let text = self.render(messages, context)?;
-        let mut ids = self
-            .tokenizer
-            .encode(&text, false)
-            .map_err(tok_err(context))?;
-        if ids.len() > max_len {
-            ids.drain(..ids.len() - max_len);
-        }
-        Ok(ids)
-    }
-
-    fn render(&self, messages: &[ChatMessage], context: &str) -> Result<String, TrainError> {
-        if self.tokenizer.chat_template().is_some() {
-            self.tokenizer
-                .apply_chat_template(messages, true)
-                .map_err(tok_err(context))
-        } else {
-            Ok(messages
-                .iter()
-                .map(|m| m.content.as_str())
-                .collect::<Vec<_>>()
-                .join("\n"))
-        }
+        self.prompts
+            .encode_prompt_within(messages, max_len, context)
     }
 
     /// Samples `n` completions per row with the current policy and scores them, without
@@ -354,88 +455,68 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         params: &SamplingParams,
         rng: &mut SamplerRng,
     ) -> Result<Vec<SampleRecord>, TrainError> {
-        let inner = self.policy.valid();
-        let mut prompt_ids = Vec::new();
-        let mut of_row = Vec::new();
-        for (r, row) in rows.iter().enumerate() {
-            let ids = self.encode_prompt(
-                &row.prompt.to_messages(),
-                self.cfg.max_prompt_len,
-                &format!("evaluation row {r} prompt"),
-            )?;
-            for _ in 0..n {
-                prompt_ids.push(ids.clone());
-                of_row.push(r);
-            }
-        }
-        if prompt_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (p_ids, p_mask) = left_pad::<B::InnerBackend>(&prompt_ids, self.pad_id, &self.device);
-        let mut params = params.clone();
-        params.stop_token_ids = self.sampling.stop_token_ids.clone();
-        let gen = generate(&inner, p_ids, p_mask, &params, self.pad_id, rng)?;
-        let texts = self.decode_all(&gen.tokens)?;
-        let row_refs: Vec<&Row> = of_row.iter().map(|&r| &rows[r]).collect();
-        let scored = self.score(&row_refs, &texts, &gen.tokens);
-        Ok((0..texts.len())
-            .map(|i| SampleRecord {
-                row: of_row[i],
-                group: of_row[i],
-                completion: texts[i].clone(),
-                score: scored[i].0,
-                feedback: scored[i].1.clone(),
-                reprompted: false,
-                teacher_prompt: String::new(),
-            })
-            .collect())
-    }
-
-    fn row_messages(&self, row: usize) -> Result<Vec<ChatMessage>, TrainError> {
-        self.dataset
-            .get(row)
-            .map(|r| r.prompt.to_messages())
-            .ok_or(TrainError::RowOutOfRange {
-                row,
-                len: self.dataset.len(),
-            })
-    }
-
-    fn decode_all(&self, tokens: &[Vec<u32>]) -> Result<Vec<String>, TrainError> {
-        tokens
+        let prompts = rows
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                self.tokenizer
-                    .decode(t, true)
-                    .map_err(tok_err(format!("completion {i}")))
-            })
-            .collect()
+            .map(|(r, row)| (r, row.prompt.to_messages()));
+        let requests = requests(&self.prompts, prompts, n, "evaluation row")?;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params = SamplingParams {
+            stop_token_ids: self.sampling.stop_token_ids.clone(),
+            ..params.clone()
+        };
+        let rollout = Rollout::run(
+            &self.policy.valid(),
+            &self.prompts,
+            requests,
+            &params,
+            rng,
+            &self.device,
+        )?;
+        let row_refs: Vec<&Row> = rollout.requests.iter().map(|r| &rows[r.row]).collect();
+        let scored = score_rollout(&self.rewards, &row_refs, &rollout);
+        Ok(sample_records(&rollout, scored, None))
     }
+}
 
-    /// Weighted rewards per sample: (score, feedback, failed).
-    fn score(
-        &self,
-        rows: &[&Row],
-        texts: &[String],
-        tokens: &[Vec<u32>],
-    ) -> Vec<(f64, Option<String>, bool)> {
-        let inputs: Vec<RewardInput<'_>> = (0..texts.len())
-            .map(|i| {
-                let row = rows[i];
-                RewardInput {
-                    prompt: &row.prompt,
-                    completion: &texts[i],
-                    completion_ids: &tokens[i],
-                    row: &row.fields,
-                }
-            })
-            .collect();
-        self.rewards
-            .evaluate(&inputs)
-            .into_iter()
-            .map(|s| (s.score, s.feedback, s.failed))
-            .collect()
+impl<B, O, S> SdpoTrainer<B, O, S>
+where
+    B: AutodiffBackend,
+    O: Optimizer<Policy<B>, B>,
+    S: LrScheduler,
+{
+    /// The same trainer with another optimizer and schedule (before any step: the state of
+    /// the current ones is dropped). The schedule is stepped once per training step;
+    /// `optimizer.max_grad_norm`, `mini_batches` and `micro_batch_size` of the config still
+    /// apply.
+    pub fn with_optimizer<O2, S2>(self, optimizer: O2, schedule: S2) -> SdpoTrainer<B, O2, S2>
+    where
+        O2: Optimizer<Policy<B>, B>,
+        S2: LrScheduler,
+    {
+        let updater = Updater::new(
+            optimizer,
+            schedule,
+            self.cfg.optimizer.max_grad_norm,
+            batch_split(&self.cfg),
+        );
+        SdpoTrainer {
+            cfg: self.cfg,
+            policy: self.policy,
+            updater,
+            teacher: self.teacher,
+            prompts: self.prompts,
+            dataset: self.dataset,
+            sampler: self.sampler,
+            rewards: self.rewards,
+            rng: self.rng,
+            sampling: self.sampling,
+            step: self.step,
+            health: self.health,
+            device: self.device,
+        }
     }
 
     /// Runs one training step on the next prompts of the dataset.
@@ -449,7 +530,9 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         self.step_on_rows(&rows, self.cfg.num_generations)
     }
 
-    /// One training step on explicit dataset rows, `num_generations` samples each.
+    /// One training step on explicit dataset rows, `num_generations` samples each:
+    /// rollout → reward → reprompt → teacher and student passes with optimizer updates →
+    /// teacher update → metrics.
     ///
     /// # Errors
     /// As [`Self::step`].
@@ -458,427 +541,254 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         rows: &[usize],
         num_generations: usize,
     ) -> Result<StepReport, TrainError> {
-        let cfg = self.cfg.clone();
-        let sd = &cfg.sdpo;
-        let w = sd.distillation_weight;
         let t_step = Instant::now();
-        let temperature = if self.sampling.is_greedy() {
-            1.0
-        } else {
-            self.sampling.temperature
-        };
-        let dev = self.device.clone();
-
-        // 1. Rollout.
-        let t0 = Instant::now();
-        let inner = self.policy.valid();
-        let mut messages = Vec::new();
-        let mut prompt_ids = Vec::new();
-        let mut sample_rows = Vec::new();
-        let mut groups = Vec::new();
-        for (g, &row) in rows.iter().enumerate() {
-            let msgs = self.row_messages(row)?;
-            let ids = self.encode_prompt(
-                &msgs,
-                cfg.max_prompt_len,
-                &format!("dataset row {row} prompt"),
-            )?;
-            for _ in 0..num_generations {
-                messages.push(msgs.clone());
-                prompt_ids.push(ids.clone());
-                sample_rows.push(row);
-                groups.push(g);
-            }
-        }
-        let n = prompt_ids.len();
-        let (p_ids, p_mask) = left_pad::<B::InnerBackend>(&prompt_ids, self.pad_id, &dev);
-        let gen = generate(
-            &inner,
-            p_ids.clone(),
-            p_mask.clone(),
-            &self.sampling,
-            self.pad_id,
-            &mut self.rng,
-        )?;
-        let texts = self.decode_all(&gen.tokens)?;
-        let time_rollout = t0.elapsed().as_secs_f64();
-
-        // 2. Reward.
-        let t0 = Instant::now();
-        let row_refs: Vec<&Row> = sample_rows
-            .iter()
-            .map(|&r| &self.dataset.rows()[r])
-            .collect();
-        let scored = self.score(&row_refs, &texts, &gen.tokens);
-        let scores: Vec<f64> = scored.iter().map(|s| s.0).collect();
-        let failures = scored.iter().filter(|s| s.2).count();
-        let time_reward = t0.elapsed().as_secs_f64();
-
-        // 3–7. Reprompting: teacher prompts and the self-distillation mask.
-        let outcomes: Vec<SampleOutcome<'_>> = (0..n)
-            .map(|i| SampleOutcome {
-                group: groups[i],
-                prompt: &messages[i],
-                response: &texts[i],
-                score: scores[i],
-                feedback: scored[i].1.as_deref(),
-            })
-            .collect();
-        let plan = plan_reprompts(&outcomes, sd)?;
-        let mut teacher_ids = Vec::with_capacity(n);
-        let mut teacher_texts = Vec::with_capacity(n);
-        for (i, tp) in plan.teachers.iter().enumerate() {
-            if tp.reprompted() {
-                let text = self.render(&tp.messages, &format!("teacher prompt of sample {i}"))?;
-                let ids = self
-                    .tokenizer
-                    .encode(&text, false)
-                    .map_err(tok_err(format!("teacher prompt of sample {i}")))?;
-                teacher_ids.push(truncate(
-                    ids,
-                    sd.max_reprompt_len,
-                    sd.reprompt_truncation,
-                    i,
-                )?);
-                teacher_texts.push(text);
-            } else {
-                teacher_ids.push(prompt_ids[i].clone());
-                teacher_texts.push(self.render(&messages[i], "student prompt")?);
-            }
-        }
-
-        // Batch tensors (inner backend): student and teacher inputs share the response tokens.
-        let r = gen.response_ids.dims()[1];
-        let (s_ids, s_mask) = concat_prompt_response(
-            p_ids,
-            p_mask,
-            gen.response_ids.clone(),
-            gen.response_mask.clone(),
-        );
-        let (tp_ids, tp_mask) = left_pad::<B::InnerBackend>(&teacher_ids, self.pad_id, &dev);
-        let (t_ids, t_mask) = concat_prompt_response(
-            tp_ids,
-            tp_mask,
-            gen.response_ids.clone(),
-            gen.response_mask.clone(),
-        );
-        let sd_mask = Tensor::<B::InnerBackend, 1>::from_data(
-            TensorData::new(plan.self_distillation_mask.clone(), [n]),
-            &dev,
-        );
-        let micro = if cfg.micro_batch_size == 0 {
-            n
-        } else {
-            cfg.micro_batch_size
-        };
-
-        // Old log-probs, before the first update (IS clip and GRPO).
-        let t0 = Instant::now();
-        let need_old = sd.is_clip.is_some() || w < 1.0;
-        let old_log_probs = if need_old {
-            let mut parts = Vec::new();
-            for chunk in chunks(0..n, micro) {
-                let idx = index_tensor::<B::InnerBackend>(&chunk, &dev);
-                let logits = response_logits(
-                    &inner,
-                    s_ids.clone().select(0, idx.clone()),
-                    select_mask_rows(s_mask.clone(), idx.clone()),
-                    r,
-                    Some(temperature),
-                )?;
-                parts.push(response_log_probs(
-                    logits,
-                    gen.response_ids.clone().select(0, idx),
-                ));
-            }
-            Some(Tensor::cat(parts, 0))
-        } else {
-            None
-        };
-        let mut time_student = t0.elapsed().as_secs_f64();
-
-        // GRPO advantages, one per sample, broadcast over tokens.
-        let advantages = (w < 1.0).then(|| {
-            let adv = group_advantages(&scores, &groups, sd.norm_adv_by_std_in_grpo);
-            let adv: Vec<f32> = adv.into_iter().map(|a| a as f32).collect();
-            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(adv, [n]), &dev)
-                .reshape([n, 1])
-                .expand([n, r])
-        });
-
-        // 8–11. Mini-batches: teacher pass, student pass, optimizer step.
-        let mut time_teacher = 0.0;
-        let mut time_update = 0.0;
-        let mut items: Vec<StepItem> = Vec::new();
-        let mut grad_norms = Vec::new();
-        let mut skipped = 0usize;
-        let mut lr = 0.0;
-        for mini in split_even(n, cfg.mini_batches) {
-            let micros = chunks(mini, micro);
-            let loss_scale = 1.0 / micros.len() as f64;
-            let settings = Arc::new(StepSettings {
-                sdpo: sd.clone(),
-                temperature,
-                loss_scale,
-            });
-            let mut accumulator = GradientsAccumulator::<Policy<B>>::new();
-            let mut finite = true;
-            for rows_idx in micros {
-                let idx = index_tensor::<B::InnerBackend>(&rows_idx, &dev);
-                let t0 = Instant::now();
-                let teacher = if w > 0.0 {
-                    let student_now = self.policy.valid();
-                    let logits = self.teacher.logits(
-                        &student_now,
-                        t_ids.clone().select(0, idx.clone()),
-                        select_mask_rows(t_mask.clone(), idx.clone()),
-                        r,
-                        temperature,
-                    )?;
-                    let logits = Tensor::<B, 3>::from_inner(logits);
-                    if self.teacher.mode() == TeacherMode::TrustRegion {
-                        TeacherSignal::TrustRegion {
-                            reference: logits,
-                            rate: sd.teacher_update_rate,
-                        }
-                    } else {
-                        TeacherSignal::Logits(logits)
-                    }
-                } else {
-                    TeacherSignal::None
-                };
-                time_teacher += t0.elapsed().as_secs_f64();
-                let t0 = Instant::now();
-                let batch = TrainBatch {
-                    ids: Tensor::from_inner(s_ids.clone().select(0, idx.clone())),
-                    mask: Tensor::from_inner(select_mask_rows(s_mask.clone(), idx.clone())),
-                    response_ids: Tensor::from_inner(
-                        gen.response_ids.clone().select(0, idx.clone()),
-                    ),
-                    response_mask: Tensor::from_inner(
-                        gen.response_mask.clone().select(0, idx.clone()),
-                    ),
-                    self_distillation_mask: Tensor::from_inner(
-                        sd_mask.clone().select(0, idx.clone()),
-                    ),
-                    teacher,
-                    old_log_probs: old_log_probs
-                        .as_ref()
-                        .map(|t| Tensor::from_inner(t.clone().select(0, idx.clone()))),
-                    advantages: advantages
-                        .as_ref()
-                        .map(|t| Tensor::from_inner(t.clone().select(0, idx.clone()))),
-                    settings: settings.clone(),
-                };
-                let out = TrainStep::step(&self.policy, batch);
-                if let Some(e) = &out.item.error {
-                    return Err(TrainError::Step(e.clone()));
-                }
-                finite &= out.item.loss.is_finite();
-                items.push(out.item);
-                accumulator.accumulate(&self.policy, out.grads);
-                time_student += t0.elapsed().as_secs_f64();
-            }
-            let t0 = Instant::now();
-            let mut grads = accumulator.grads();
-            let norm = match cfg.optimizer.max_grad_norm {
-                Some(max) => clip_global_norm::<B, _>(&self.policy, &mut grads, max),
-                None => crate::grad_norm::global_norm::<B, _>(&self.policy, &grads),
-            };
-            grad_norms.push(norm);
-            lr = self.schedule.step();
-            if finite && norm.is_finite() {
-                self.policy = self.policy.clone().optimize(&mut self.optim, lr, grads);
-            } else {
-                skipped += 1;
-                tracing::warn!(
-                    step = self.step + 1,
-                    "non-finite loss or gradient norm: optimizer step skipped"
-                );
-            }
-            time_update += t0.elapsed().as_secs_f64();
-        }
+        let mut times = PhaseTimes::default();
+        let rollout = timed(&mut times.rollout, || self.rollout(rows, num_generations))?;
+        let scored = timed(&mut times.reward, || self.score(&rollout));
+        let plan = plan_reprompts(&outcomes(&rollout, &scored), &self.cfg.sdpo)?;
+        let teacher_inputs =
+            TeacherInputs::build(&plan, &rollout, &self.prompts, &self.cfg.sdpo, &self.device)?;
+        let passes = self.update(&rollout, &scored, &teacher_inputs, &mut times)?;
         self.step += 1;
+        // The teacher moves only after an update that happened (verl's order).
+        if passes.outcome.applied() > 0 {
+            timed(&mut times.teacher, || {
+                self.teacher.update(&self.policy.valid(), self.step)
+            })?;
+        }
+        times.update = passes.outcome.update_seconds;
+        times.step = t_step.elapsed().as_secs_f64();
+        Ok(self.report(rollout, scored, plan, teacher_inputs, passes, times))
+    }
 
-        // Teacher update (after the step's updates).
-        let t0 = Instant::now();
-        let student_now = self.policy.valid();
-        self.teacher.update(&student_now, self.step)?;
-        time_teacher += t0.elapsed().as_secs_f64();
-
-        // Metrics and warnings.
-        let mut m = Metrics::new();
-        let mean = |v: &[f64]| {
-            if v.is_empty() {
-                f64::NAN
-            } else {
-                v.iter().sum::<f64>() / v.len() as f64
-            }
-        };
-        let reward_mean = mean(&scores);
-        let reward_std = (scores
+    /// The rollout phase: `n` samples for each of `rows` from the current policy.
+    fn rollout(
+        &mut self,
+        rows: &[usize],
+        n: usize,
+    ) -> Result<Rollout<B::InnerBackend>, TrainError> {
+        let messages = rows
             .iter()
-            .map(|s| (s - reward_mean).powi(2))
-            .sum::<f64>()
-            / n.max(1) as f64)
-            .sqrt();
-        let lengths: Vec<f64> = gen.tokens.iter().map(|t| t.len() as f64).collect();
-        let total_tokens: f64 = lengths.iter().sum();
-        let time_total = t_step.elapsed().as_secs_f64();
-        m.insert("step".into(), self.step as f64);
-        m.insert(
-            names::LOSS.into(),
-            mean(&items.iter().map(|i| i.loss).collect::<Vec<_>>()),
-        );
-        let opt_mean = |f: fn(&StepItem) -> Option<f64>| {
-            let v: Vec<f64> = items.iter().filter_map(f).collect();
-            (!v.is_empty()).then(|| mean(&v))
-        };
-        if let Some(v) = opt_mean(|i| i.distillation_loss) {
-            m.insert("loss/distillation".into(), v);
-        }
-        if let Some(v) = opt_mean(|i| i.policy_loss) {
-            m.insert("loss/policy".into(), v);
-        }
-        if let Some(v) = opt_mean(|i| i.clip_fraction) {
-            m.insert("policy/clip_fraction".into(), v);
-        }
-        if let Some(v) = opt_mean(|i| i.mean_is_weight) {
-            m.insert("self_distillation/is_weight_mean".into(), v);
-        }
-        m.insert("grad_norm".into(), mean(&grad_norms));
-        m.insert("optimizer/skipped_steps".into(), skipped as f64);
-        m.insert(names::LEARNING_RATE.into(), lr);
-        m.insert(names::REWARD_MEAN.into(), reward_mean);
-        m.insert(names::REWARD_STD.into(), reward_std);
-        m.insert("reward/failures".into(), failures as f64);
-        m.insert(names::RESPONSE_LENGTH.into(), mean(&lengths));
-        m.insert(
-            "response_length/max".into(),
-            lengths.iter().copied().fold(0.0, f64::max),
-        );
-        m.insert(
-            names::TOKENS_PER_SECOND.into(),
-            total_tokens / time_total.max(1e-9),
-        );
-        for (k, v) in plan.metrics.named() {
-            m.insert(k.into(), v);
-        }
-        m.insert("time/rollout".into(), time_rollout);
-        m.insert("time/reward".into(), time_reward);
-        m.insert("time/teacher".into(), time_teacher);
-        m.insert("time/student".into(), time_student);
-        m.insert("time/update".into(), time_update);
-        m.insert("time/step".into(), time_total);
+            .map(|&row| Ok((row, self.row(row)?.prompt.to_messages())))
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        let requests = requests(&self.prompts, messages, n, "dataset row")?;
+        Rollout::run(
+            &self.policy.valid(),
+            &self.prompts,
+            requests,
+            &self.sampling,
+            &mut self.rng,
+            &self.device,
+        )
+    }
 
-        let mut warnings = Vec::new();
+    /// The reward phase: every sample of `rollout` scored against its dataset row.
+    fn score(&self, rollout: &Rollout<B::InnerBackend>) -> Vec<ScoredSample> {
+        let rows: Vec<&Row> = rollout
+            .requests
+            .iter()
+            .map(|r| &self.dataset.rows()[r.row])
+            .collect();
+        score_rollout(&self.rewards, &rows, rollout)
+    }
+
+    /// The step's report: metrics (and the health warnings they trigger) and the samples.
+    fn report(
+        &mut self,
+        rollout: Rollout<B::InnerBackend>,
+        scored: Vec<ScoredSample>,
+        plan: RepromptPlan,
+        teacher_inputs: TeacherInputs<B::InnerBackend>,
+        passes: Passes,
+        times: PhaseTimes,
+    ) -> StepReport {
+        let groups: Vec<usize> = rollout.requests.iter().map(|r| r.group).collect();
+        let rewards = RewardStats::of(&scored, &groups);
         let signal = plan.self_distillation_mask.iter().any(|&x| x > 0.0);
-        self.health.steps_without_signal = if signal {
-            0
-        } else {
-            self.health.steps_without_signal + 1
-        };
-        self.health.steps_with_flat_rewards = if reward_std > 0.0 {
-            0
-        } else {
-            self.health.steps_with_flat_rewards + 1
-        };
-        let k = cfg.warn_after_steps;
-        if k > 0 && w > 0.0 && self.health.steps_without_signal >= k {
-            warnings.push(format!(
-                "no sample has had a teacher signal (a successful peer or feedback) for {} steps: the distillation loss is zero; check the rewards, success_reward_threshold and include_environment_feedback",
-                self.health.steps_without_signal
-            ));
-        }
-        if k > 0 && self.health.steps_with_flat_rewards >= k {
-            warnings.push(format!(
-                "rewards have been identical across all samples for {} steps (mean {reward_mean}): no sample is better than another",
-                self.health.steps_with_flat_rewards
-            ));
-        }
+        let distills = self.cfg.sdpo.distillation_weight > 0.0;
+        let warnings = self
+            .health
+            .observe(signal, distills, &rewards, self.cfg.warn_after_steps);
         for w in &warnings {
             tracing::warn!(step = self.step, "{w}");
         }
-        m.insert(
-            "warning/steps_without_teacher_signal".into(),
-            self.health.steps_without_signal as f64,
-        );
-        m.insert(
-            "warning/steps_with_flat_rewards".into(),
-            self.health.steps_with_flat_rewards as f64,
-        );
-
-        let samples = (0..n)
-            .map(|i| SampleRecord {
-                row: sample_rows[i],
-                group: groups[i],
-                completion: texts[i].clone(),
-                score: scores[i],
-                feedback: scored[i].1.clone(),
-                reprompted: plan.teachers[i].reprompted(),
-                teacher_prompt: teacher_texts[i].clone(),
-            })
-            .collect();
-        Ok(StepReport {
+        let generation = &rollout.generation;
+        let metrics = StepMetrics {
             step: self.step,
-            metrics: m,
-            samples,
+            update: passes.outcome,
+            rewards,
+            responses: ResponseStats::of(&generation.tokens, &generation.stopped),
+            reprompt: plan.metrics,
+            advantages: passes.advantages,
+            student_forwards: passes.student_forwards,
+            health: (
+                self.health.steps_without_signal,
+                self.health.steps_with_flat_rewards,
+            ),
+            times,
+        };
+        let reprompted: Vec<bool> = plan.teachers.iter().map(|t| t.reprompted()).collect();
+        StepReport {
+            step: self.step,
+            metrics: metrics.to_metrics(),
+            samples: sample_records(
+                &rollout,
+                scored,
+                Some((reprompted.as_slice(), teacher_inputs.texts)),
+            ),
             warnings,
+        }
+    }
+
+    fn row(&self, row: usize) -> Result<&Row, TrainError> {
+        self.dataset.get(row).ok_or(TrainError::RowOutOfRange {
+            row,
+            len: self.dataset.len(),
         })
     }
 
-    /// Runs the remaining steps (up to `config().steps`), writing each step's metrics to
-    /// `run_dir/metrics.jsonl` (or `.csv`) and to the `tracing` log, a checkpoint to
-    /// `run_dir/checkpoints/` every `checkpoint_every` steps and after the last step, and
-    /// calling `on_step` with each report (e.g. to drive a progress bar or stop early by
-    /// returning `false`).
+    /// The step's teacher and student passes and optimizer updates, on the batch the rollout,
+    /// the rewards and the teacher inputs describe.
+    fn update(
+        &mut self,
+        rollout: &Rollout<B::InnerBackend>,
+        scored: &[ScoredSample],
+        teacher_inputs: &TeacherInputs<B::InnerBackend>,
+        times: &mut PhaseTimes,
+    ) -> Result<Passes, TrainError> {
+        let sdpo = &self.cfg.sdpo;
+        let n = rollout.len();
+        let temperature = match self.sampling.is_greedy() {
+            true => 1.0,
+            false => self.sampling.temperature,
+        };
+        let mut batch = StepBatch::new(
+            rollout,
+            teacher_inputs,
+            self.cfg.mask_truncated_completions,
+            &self.device,
+        );
+        let groups: Vec<usize> = rollout.requests.iter().map(|r| r.group).collect();
+        let scores: Vec<f64> = scored.iter().map(|s| s.score).collect();
+        let advantages = (sdpo.distillation_weight < 1.0)
+            .then(|| group_advantages(&scores, &groups, sdpo.norm_adv_by_std_in_grpo));
+        if let Some(adv) = &advantages {
+            batch = batch.with_advantages(adv, &self.device);
+        }
+        // Off-policy (several updates per batch): old log-probs before the first update. On
+        // policy every pass uses its own, detached.
+        let needs_old = sdpo.is_clip.is_some()
+            || advantages.is_some()
+            || self.cfg.rollout_is.level != RolloutIsLevel::None;
+        let mut student_forwards = 0;
+        if needs_old && !self.updater.on_policy(n) {
+            let passes: Vec<Vec<usize>> = self.updater.split(n).concat();
+            student_forwards += passes.len();
+            batch.old_log_probs = Some(timed(&mut times.student, || {
+                old_log_probs(
+                    &self.policy.valid(),
+                    &batch.student.0,
+                    &batch.student.1,
+                    &batch.response_ids,
+                    &passes,
+                    temperature,
+                )
+            })?);
+        }
+        let settings = StepSettings {
+            sdpo: sdpo.clone(),
+            temperature,
+            loss_scale: 1.0,
+            rollout_is: self.cfg.rollout_is.clone(),
+        };
+        let teacher = &self.teacher;
+        let distills = sdpo.distillation_weight > 0.0;
+        let (mut teacher_s, mut student_s) = (0.0, 0.0);
+        let outcome = self
+            .updater
+            .update(&mut self.policy, n, |policy, samples, loss_scale| {
+                let signal = match distills {
+                    false => TeacherSignal::None,
+                    true => timed(&mut teacher_s, || {
+                        let (ids, mask) = batch.teacher_rows(samples);
+                        let current = policy.valid();
+                        teacher.logits(&current, ids, mask, batch.response_len(), temperature)
+                    })
+                    .map(|logits| TeacherSignal::Logits(Tensor::from_inner(logits)))?,
+                };
+                timed(&mut student_s, || -> Result<_, TrainError> {
+                    let settings = Arc::new(StepSettings {
+                        loss_scale,
+                        ..settings.clone()
+                    });
+                    let (loss, item) = policy.loss(batch.pass(samples, signal, settings))?;
+                    Ok((item, GradientsParams::from_grads(loss.backward(), policy)))
+                })
+            })?;
+        times.teacher += teacher_s;
+        times.student += student_s;
+        Ok(Passes {
+            student_forwards: student_forwards + outcome.items.len(),
+            advantages: advantages.map(|a| mean_std(&a)),
+            outcome,
+        })
+    }
+
+    /// Runs the remaining steps (up to `config().steps`): after each, its metrics go to
+    /// `run_dir/metrics.jsonl` (or `.csv`) and the `tracing` log, a checkpoint to
+    /// `run_dir/checkpoints/` every `checkpoint_every` steps, then `hooks.after_step` (progress,
+    /// evaluation, stopping early). At the end — the last step or a stop —
+    /// `hooks.before_end`, then a checkpoint unless that step has one.
     ///
     /// # Errors
-    /// The first [`TrainError`]; metrics written and checkpoints saved so far stay on disk.
-    pub fn fit(
+    /// The first [`TrainError`] or hook error; metrics written and checkpoints saved so far
+    /// stay on disk.
+    pub fn fit<H: FitHooks<B, O, S>>(
         &mut self,
         run_dir: &Path,
-        mut on_step: impl FnMut(&StepReport) -> bool,
-    ) -> Result<(), TrainError> {
+        hooks: &mut H,
+    ) -> Result<(), H::Error> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TrainError::from(CheckpointError::Io { path, source })
+        };
         let mut writer =
-            MetricsWriter::open(run_dir, self.cfg.metrics_format).map_err(|source| {
-                CheckpointError::Io {
-                    path: run_dir.to_path_buf(),
-                    source,
-                }
-            })?;
+            MetricsWriter::open(run_dir, self.cfg.metrics_format).map_err(io(run_dir))?;
         let checkpoints = run_dir.join("checkpoints");
+        let mut saved_at = None;
         while self.step < self.cfg.steps {
             let report = self.step()?;
-            writer
-                .write(&report.metrics)
-                .map_err(|source| CheckpointError::Io {
-                    path: writer.path().to_path_buf(),
-                    source,
-                })?;
+            writer.write(&report.metrics).map_err(io(writer.path()))?;
             let m = &report.metrics;
             tracing::info!(
                 step = report.step,
                 reward = m.get(names::REWARD_MEAN).copied().unwrap_or(f64::NAN),
                 loss = m.get(names::LOSS).copied().unwrap_or(f64::NAN),
-                seconds = m.get("time/step").copied().unwrap_or(f64::NAN),
+                seconds = m.get(names::TIME_STEP).copied().unwrap_or(f64::NAN),
                 "step"
             );
             let every = self.cfg.checkpoint_every;
-            let last = self.step == self.cfg.steps;
-            if last || (every > 0 && self.step.is_multiple_of(every)) {
-                self.save_checkpoint(&checkpoints)?;
+            if every > 0 && self.step.is_multiple_of(every) {
+                let path = self.save_checkpoint(&checkpoints)?;
+                saved_at = Some(self.step);
+                hooks.after_checkpoint(self.step, &path)?;
             }
-            if !on_step(&report) {
-                self.save_checkpoint(&checkpoints)?;
+            if hooks.after_step(self, &report)? == Flow::Stop {
                 break;
             }
+        }
+        hooks.before_end(self)?;
+        if saved_at != Some(self.step) {
+            let path = self.save_checkpoint(&checkpoints)?;
+            hooks.after_checkpoint(self.step, &path)?;
         }
         Ok(())
     }
 
     /// Writes a checkpoint of everything a bit-identical resume needs (trainable weights,
-    /// optimizer, schedule, teacher, RNG and sampler state, step) as `dir/step-N`, atomically.
+    /// optimizer, schedule, teacher, RNG and sampler state, step) as `dir/step-N`, atomically:
+    /// `model.mpk` or `adapters.mpk`, `optimizer.mpk`, `schedule.mpk`, `teacher.mpk` (modes
+    /// with teacher weights), `state.json`, `config.ron`.
     ///
     /// # Errors
     /// [`TrainError::Checkpoint`] naming the path.
@@ -894,7 +804,12 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 &p("model.mpk"),
             )?,
         };
-        let optim = checkpoint::encode_record::<B, _>(self.optim.to_record(), &p("optimizer.mpk"))?;
+        let optim = checkpoint::encode_record::<B, _>(
+            self.updater.optimizer_record(),
+            &p("optimizer.mpk"),
+        )?;
+        let schedule =
+            checkpoint::encode_record::<B, _>(self.updater.schedule_record(), &p("schedule.mpk"))?;
         let mut files: Vec<(&str, Vec<u8>)> = vec![
             (
                 if self.policy.lora.is_some() {
@@ -905,6 +820,7 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 weights,
             ),
             ("optimizer.mpk", optim),
+            ("schedule.mpk", schedule),
         ];
         if let Some(tw) = self.teacher.weights() {
             files.push((
@@ -917,7 +833,6 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         }
         let state = TrainerState {
             step: self.step,
-            schedule_steps: self.schedule.steps_taken(),
             rng: self.rng.clone(),
             sampler: self.sampler.state(),
             health: self.health.clone(),
@@ -982,15 +897,15 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
                 policy
             }
         };
-        let rec = checkpoint::read_record::<B, _>(&path.join("optimizer.mpk"), &dev)?;
-        self.optim = self.optim.clone().load_record(rec);
+        let optimizer = checkpoint::read_record::<B, _>(&path.join("optimizer.mpk"), &dev)?;
+        let schedule = checkpoint::read_record::<B, _>(&path.join("schedule.mpk"), &dev)?;
+        self.updater.load_records(optimizer, schedule);
         if let Some(tw) = self.teacher.weights().cloned() {
             let rec =
                 checkpoint::read_record::<B::InnerBackend, _>(&path.join("teacher.mpk"), &dev)?;
             self.teacher
                 .set_weights(Some(TeacherWeights::load_record(tw, rec)));
         }
-        self.schedule = LrScheduler::load_record::<B>(self.schedule.clone(), state.schedule_steps);
         self.sampler = self.dataset.resume_sampler(state.sampler)?;
         self.rng = state.rng;
         self.health = state.health;
@@ -999,87 +914,78 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     }
 }
 
-/// Applies `max_reprompt_len` with the configured truncation side.
-fn truncate(
-    mut ids: Vec<u32>,
-    max: usize,
-    side: RepromptTruncation,
-    sample: usize,
-) -> Result<Vec<u32>, TrainError> {
-    if ids.len() <= max {
-        return Ok(ids);
-    }
-    match side {
-        RepromptTruncation::Left => {
-            ids.drain(..ids.len() - max);
-            Ok(ids)
-        }
-        RepromptTruncation::Right => {
-            ids.truncate(max);
-            Ok(ids)
-        }
-        RepromptTruncation::Error => Err(TrainError::RepromptTooLong {
-            sample,
-            len: ids.len(),
-            max,
-        }),
+/// Runs `f`, adding its seconds to `slot`.
+fn timed<T>(slot: &mut f64, f: impl FnOnce() -> T) -> T {
+    let t0 = Instant::now();
+    let out = f();
+    *slot += t0.elapsed().as_secs_f64();
+    out
+}
+
+/// The config's mini-batches, micro-batches and epochs.
+fn batch_split(cfg: &TrainConfig) -> BatchSplit {
+    BatchSplit {
+        mini_batches: cfg.mini_batches,
+        micro_batch_size: cfg.micro_batch_size,
+        epochs: cfg.ppo_epochs,
     }
 }
 
-/// `0..n` split into `parts` contiguous ranges whose sizes differ by at most one.
-fn split_even(n: usize, parts: usize) -> Vec<Vec<usize>> {
-    let parts = parts.clamp(1, n.max(1));
-    (0..parts)
-        .map(|p| (p * n / parts..(p + 1) * n / parts).collect())
-        .filter(|v: &Vec<usize>| !v.is_empty())
+/// What [`SdpoTrainer::update`] hands back to the step.
+struct Passes {
+    outcome: UpdateOutcome,
+    student_forwards: usize,
+    advantages: Option<(f64, f64)>,
+}
+
+/// The samples as reprompting sees them.
+fn outcomes<'a, B: burn::tensor::backend::Backend>(
+    rollout: &'a Rollout<B>,
+    scored: &'a [ScoredSample],
+) -> Vec<SampleOutcome<'a>> {
+    rollout
+        .requests
+        .iter()
+        .zip(&rollout.texts)
+        .zip(scored)
+        .map(|((request, text), s)| SampleOutcome {
+            group: request.group,
+            prompt: &request.messages,
+            response: text,
+            score: s.score,
+            feedback: s.feedback.as_deref(),
+        })
         .collect()
 }
 
-/// Consecutive chunks of at most `size` items.
-fn chunks(items: impl IntoIterator<Item = usize>, size: usize) -> Vec<Vec<usize>> {
-    let items: Vec<usize> = items.into_iter().collect();
-    items.chunks(size.max(1)).map(|c| c.to_vec()).collect()
-}
-
-fn index_tensor<B: Backend>(rows: &[usize], device: &Device<B>) -> Tensor<B, 1, Int> {
-    let v: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
-    Tensor::from_data(TensorData::new(v, [rows.len()]), device)
-}
-
-/// Rows `rows` of a boolean mask. Selected through integers: burn-flex 0.21's `bool_select`
-/// returns a tensor tagged `U8` instead of `Bool`, which its later boolean ops reject.
-fn select_mask_rows<B: Backend>(
-    mask: Tensor<B, 2, Bool>,
-    rows: Tensor<B, 1, Int>,
-) -> Tensor<B, 2, Bool> {
-    mask.int().select(0, rows).equal_elem(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splits_cover_every_sample_once() {
-        assert_eq!(split_even(5, 2), vec![vec![0, 1], vec![2, 3, 4]]);
-        assert_eq!(split_even(3, 5).len(), 3);
-        assert_eq!(chunks(0..5, 2), vec![vec![0, 1], vec![2, 3], vec![4]]);
-    }
-
-    #[test]
-    fn truncation_sides() {
-        let ids = vec![1, 2, 3, 4];
-        assert_eq!(
-            truncate(ids.clone(), 2, RepromptTruncation::Left, 0).unwrap(),
-            vec![3, 4]
-        );
-        assert_eq!(
-            truncate(ids.clone(), 2, RepromptTruncation::Right, 0).unwrap(),
-            vec![1, 2]
-        );
-        let e = truncate(ids, 2, RepromptTruncation::Error, 7)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("sample 7") && e.contains("4 tokens"), "{e}");
-    }
+/// One record per sample; `teachers` gives whether each was reprompted and its teacher
+/// prompt (without it: not reprompted, no teacher prompt).
+fn sample_records<B: burn::tensor::backend::Backend>(
+    rollout: &Rollout<B>,
+    scored: Vec<ScoredSample>,
+    teachers: Option<(&[bool], Vec<String>)>,
+) -> Vec<SampleRecord> {
+    let n = rollout.len();
+    let (reprompted, teacher_prompts) = match teachers {
+        Some((r, t)) => (r.to_vec(), t),
+        None => (vec![false; n], vec![String::new(); n]),
+    };
+    rollout
+        .requests
+        .iter()
+        .zip(&rollout.texts)
+        .zip(scored)
+        .zip(reprompted.into_iter().zip(teacher_prompts))
+        .map(
+            |(((request, text), s), (reprompted, teacher_prompt))| SampleRecord {
+                row: request.row,
+                group: request.group,
+                completion: text.clone(),
+                score: s.score,
+                feedback: s.feedback,
+                reprompted,
+                teacher_prompt,
+            },
+        )
+        .collect()
 }

@@ -262,10 +262,9 @@ fn panics_errors_and_nan_fail_only_their_samples() {
         let s = &scored[i];
         assert!(s.failed, "{i}");
         assert_eq!(s.score, 0.0, "a failure scores 0");
-        assert_eq!(
-            s.feedback.as_deref(),
-            Some(format!("{message}\n\ntoo long").as_str())
-        );
+        // The error is for the log, not for the teacher: only real feedback remains.
+        assert_eq!(s.feedback.as_deref(), Some("too long"));
+        assert_eq!(s.error.as_deref(), Some(message));
         assert_eq!(
             s.errors().map(|(name, _)| name).collect::<Vec<_>>(),
             vec!["picky"]
@@ -283,7 +282,7 @@ fn panics_errors_and_nan_fail_only_their_samples() {
 }
 
 #[test]
-fn command_failures_become_sample_feedback() {
+fn command_failures_are_errors_not_feedback() {
     let rewards = RewardConfig::build_all(&[serde_json::from_value(json!({
         "reward": {"Command": {"program": "sh", "args": [script("sleep_in_child.sh")],
                                "timeout_secs": 0.3,
@@ -296,8 +295,9 @@ fn command_failures_become_sample_feedback() {
     let fields = Map::new();
     let scored = rewards.evaluate(&[RewardInput::new(&prompt, "loop {}", &[], &fields)]);
     assert!(scored[0].failed);
+    assert_eq!(scored[0].feedback, None);
     assert_eq!(
-        scored[0].feedback.as_deref(),
+        scored[0].error.as_deref(),
         Some("reward `tests` failed: `sh` timed out after 300ms and was killed")
     );
 }

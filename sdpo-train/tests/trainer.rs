@@ -105,3 +105,94 @@ fn reward_rises_with_sdpo_on_a_small_learnable_task() {
         "train reward did not rise: first 5 steps {first:.3}, last 10 {last:.3} ({curve:?})"
     );
 }
+
+/// `fit` writes one metrics row per step, checkpoints every `checkpoint_every` steps, calls
+/// the hooks in order, stops when a hook says so, and still evaluates and checkpoints at the
+/// end.
+#[test]
+fn fit_calls_the_hooks_and_stops_when_told() {
+    use sdpo_train::{FitHooks, Flow, StepReport, TrainError};
+    use std::path::Path;
+
+    #[derive(Default)]
+    struct Record {
+        events: Vec<String>,
+    }
+    impl<O, S> FitHooks<B, O, S> for Record {
+        type Error = TrainError;
+        fn after_step(
+            &mut self,
+            trainer: &SdpoTrainer<B, O, S>,
+            report: &StepReport,
+        ) -> Result<Flow, TrainError> {
+            assert_eq!(trainer.steps_done(), report.step);
+            self.events.push(format!("step {}", report.step));
+            Ok(if report.step == 3 {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            })
+        }
+        fn after_checkpoint(&mut self, step: usize, path: &Path) -> Result<(), TrainError> {
+            assert!(path.join("state.json").is_file());
+            self.events.push(format!("checkpoint {step}"));
+            Ok(())
+        }
+        fn before_end(&mut self, trainer: &SdpoTrainer<B, O, S>) -> Result<(), TrainError> {
+            self.events.push(format!("end {}", trainer.steps_done()));
+            Ok(())
+        }
+    }
+
+    let device = Default::default();
+    Inner::seed(&device, 2);
+    let tok = char_tokenizer().unwrap();
+    let model = init_model::<B>(&tiny_model_config(tok.vocab_size()), &device);
+    let rows = Task::Addition.problems().into_iter().take(8).collect();
+    let cfg = TrainConfig {
+        num_generations: 2,
+        prompts_per_step: 2,
+        steps: 10,
+        checkpoint_every: 2,
+        sampling: SamplingParams {
+            max_new_tokens: 3,
+            ..SamplingParams::default()
+        },
+        ..TrainConfig::default()
+    };
+    let rewards = Rewards::new().add(Task::Addition, 1.0).unwrap();
+    let mut trainer = SdpoTrainer::new(
+        cfg,
+        model,
+        tok,
+        Dataset::from_rows(rows).unwrap(),
+        rewards,
+        &device,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hooks = Record::default();
+    trainer.fit(dir.path(), &mut hooks).unwrap();
+    assert_eq!(
+        hooks.events,
+        [
+            "step 1",
+            "checkpoint 2",
+            "step 2",
+            "step 3",
+            "end 3",
+            "checkpoint 3"
+        ]
+    );
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3);
+    // A closure is a hook set too: it runs the remaining steps.
+    let mut seen = 0;
+    trainer
+        .fit(dir.path(), &mut |_: &StepReport| {
+            seen += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!((seen, trainer.steps_done()), (7, 10));
+}

@@ -16,6 +16,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use sdpo::models::arch::ModelConfig;
+use sdpo::models::generate::sampling::apply_repetition_penalty;
 use sdpo::models::generate::{
     generate, left_pad, sampler_rng, Generation, GenerationError, SamplingError, SamplingParams,
 };
@@ -80,6 +81,17 @@ fn greedy_by_recomputation<B: Backend>(
     prompts: &[Vec<u32>],
     steps: usize,
 ) -> (Vec<Vec<u32>>, Vec<Vec<f64>>) {
+    greedy_with_penalty_by_recomputation(model, prompts, steps, 1.0)
+}
+
+/// As [`greedy_by_recomputation`], the host repetition penalty applied to each step's logits
+/// (every token of the row so far, prompt included).
+fn greedy_with_penalty_by_recomputation<B: Backend>(
+    model: &CausalLm<B>,
+    prompts: &[Vec<u32>],
+    steps: usize,
+    penalty: f64,
+) -> (Vec<Vec<u32>>, Vec<Vec<f64>>) {
     let mut seqs = prompts.to_vec();
     let mut tokens = vec![Vec::new(); prompts.len()];
     let mut log_probs = vec![Vec::new(); prompts.len()];
@@ -89,10 +101,11 @@ fn greedy_by_recomputation<B: Backend>(
         let [_, len, vocab] = logits.dims();
         let host = host_f32(logits);
         for (r, seq) in seqs.iter_mut().enumerate() {
-            let last = &host[(r * len + len - 1) * vocab..(r * len + len) * vocab];
-            let id = argmax(last);
+            let mut last = host[(r * len + len - 1) * vocab..(r * len + len) * vocab].to_vec();
+            apply_repetition_penalty(&mut last, seq, penalty);
+            let id = argmax(&last);
             tokens[r].push(id as u32);
-            log_probs[r].push(log_softmax(last, 1.0)[id]);
+            log_probs[r].push(log_softmax(&last, 1.0)[id]);
             seq.push(id as u32);
         }
     }
@@ -811,4 +824,34 @@ pub fn host_copies_are_ids_only<B: Target>() {
         let id_bytes = std::mem::size_of::<B::IntElem>();
         assert_eq!(g.host_bytes, 7 * 3 * id_bytes, "{params:?}");
     }
+}
+
+pub fn repetition_penalty_matches_the_host_reference_by_recomputation<B: Target>() {
+    let _serial = serial();
+    let model = model::<B>("qwen2_bf16");
+    let prompts = prompts(&[5, 2, 8], 256, 3);
+    let steps = 10;
+    for penalty in [1.5, 0.7] {
+        let params = SamplingParams {
+            repetition_penalty: penalty,
+            ..SamplingParams::greedy(steps)
+        };
+        let g = run(&model, &prompts, &params, 0);
+        let (want, want_log_probs) =
+            greedy_with_penalty_by_recomputation(&model, &prompts, steps, penalty);
+        assert_eq!(g.tokens, want, "penalty {penalty}");
+        assert_close(
+            &row_log_probs(&g),
+            &want_log_probs,
+            LOG_PROB_TOL,
+            "penalized",
+        );
+    }
+    // The penalty changes what is generated on this model (else the test proves nothing).
+    let plain = run(&model, &prompts, &SamplingParams::greedy(steps), 0);
+    let strong = SamplingParams {
+        repetition_penalty: 3.0,
+        ..SamplingParams::greedy(steps)
+    };
+    assert_ne!(run(&model, &prompts, &strong, 0).tokens, plain.tokens);
 }

@@ -118,6 +118,7 @@ macro_rules! all_tests {
                 scoring_rejects_bad_lengths_and_temperatures,
                 bad_generation_inputs_are_typed_errors,
                 non_finite_logits_are_an_error_not_a_token,
+                repetition_penalty_matches_the_host_reference_by_recomputation,
             ],
             precision: [
                 half_precision_logits_match_f32,
@@ -133,6 +134,12 @@ macro_rules! all_tests {
                 lora_training_leaves_every_base_weight_bit_identical,
                 resume_continues_bit_identically,
                 a_checkpoint_from_another_kind_of_run_is_refused_by_name,
+                trust_region_is_the_reference_at_rate_0_and_live_at_rate_1_on_the_teacher_input,
+                live_teacher_is_the_student_on_the_teacher_input,
+                lora_ema_moves_only_the_adapters_by_exactly_the_rate,
+                ema_teacher_stays_put_when_the_step_applied_no_update,
+                on_policy_steps_run_one_student_forward_per_micro_batch,
+                the_blends_grpo_term_reaches_the_weights,
             ],
         }
     };

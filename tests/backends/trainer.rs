@@ -24,7 +24,7 @@ use sdpo::train::reward::{reward_fn, RewardOutput, Rewards};
 use sdpo::train::teacher::TeacherWeights;
 use sdpo::train::{SdpoTrainer, TrainConfig, TrainError};
 
-use crate::common::serial;
+use crate::common::{host_f32, serial};
 use crate::Target;
 
 /// The autodiff backend over the backend under test.
@@ -115,6 +115,16 @@ fn values_in_order<I: Backend, M: Module<I>>(m: &M) -> Vec<Vec<f32>> {
     let mut c = Collect(Vec::new());
     m.visit(&mut c);
     c.0
+}
+
+/// Settings of a hand-built pass: temperature 1, no accumulation scale, default rollout IS.
+fn pass_settings(sdpo: &SdpoConfig) -> Arc<StepSettings> {
+    Arc::new(StepSettings {
+        sdpo: sdpo.clone(),
+        temperature: 1.0,
+        loss_scale: 1.0,
+        rollout_is: Default::default(),
+    })
 }
 
 fn all_finite(p: &HashMap<ParamId, Vec<f32>>) -> bool {
@@ -304,11 +314,8 @@ pub fn teacher_is_gathered_at_exactly_the_students_topk<I: Target>() {
             )),
             old_log_probs: None,
             advantages: None,
-            settings: Arc::new(StepSettings {
-                sdpo: cfg.sdpo.clone(),
-                temperature: 1.0,
-                loss_scale: 1.0,
-            }),
+            rollout_log_probs: None,
+            settings: pass_settings(&cfg.sdpo),
         };
         t.policy().loss(batch).unwrap().1.loss
     };
@@ -498,4 +505,235 @@ pub fn a_checkpoint_from_another_kind_of_run_is_refused_by_name<I: Target>() {
     let mut same = trainer::<I>(small_config(), parity_rewards());
     let err = same.load_checkpoint(&ckpt).unwrap_err().to_string();
     assert!(err.contains("optimizer.mpk"), "{err}");
+}
+
+/// A prompt and response of the addition task as one `[1, P + 2]` batch on the inner backend,
+/// with the response length.
+fn scoring_batch<I: Backend>() -> (
+    Tensor<I, 2, burn::tensor::Int>,
+    Tensor<I, 2, burn::tensor::Bool>,
+    usize,
+) {
+    let device = Default::default();
+    let tok = char_tokenizer().unwrap();
+    let prompt = tok.encode("12+3=\n> ", false).unwrap();
+    let response = tok.encode("15", false).unwrap();
+    let (p_ids, p_mask) = left_pad::<I>(&[prompt], 0, &device);
+    let r = response.len();
+    let r_ids = Tensor::from_data(
+        TensorData::new(
+            response.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+            [1, r],
+        ),
+        &device,
+    );
+    let (ids, mask) = concat_prompt_response(p_ids, p_mask, r_ids, Tensor::ones([1, r], &device));
+    (ids, mask, r)
+}
+
+fn host<I: Backend>(t: Tensor<I, 3>) -> Vec<f32> {
+    t.into_data().to_vec::<f32>().unwrap()
+}
+
+pub fn trust_region_is_the_reference_at_rate_0_and_live_at_rate_1_on_the_teacher_input<
+    I: Target,
+>() {
+    let _serial = serial();
+    let (ids, mask, r) = scoring_batch::<I>();
+    for rate in [0.0, 1.0] {
+        let mut cfg = small_config();
+        cfg.sdpo.teacher_mode = TeacherMode::TrustRegion;
+        cfg.sdpo.teacher_update_rate = rate;
+        let mut t = trainer::<I>(cfg, parity_rewards());
+        t.step().unwrap();
+        t.step().unwrap();
+        let student = t.policy().valid();
+        let teacher = host(
+            t.teacher()
+                .logits(&student, ids.clone(), mask.clone(), r, 1.0)
+                .unwrap(),
+        );
+        let live =
+            host(response_logits(&student, ids.clone(), mask.clone(), r, Some(1.0)).unwrap());
+        let reference = match t.teacher().weights() {
+            Some(TeacherWeights::Model(m)) => {
+                host(response_logits(m, ids.clone(), mask.clone(), r, Some(1.0)).unwrap())
+            }
+            other => panic!("trust-region without LoRA keeps the reference model, found {other:?}"),
+        };
+        assert_ne!(
+            live, reference,
+            "the student did not move: the test proves nothing"
+        );
+        if rate == 0.0 {
+            assert_eq!(teacher, reference, "rate 0 is the reference, exactly");
+        } else {
+            // reference + 1·(student − reference): equal to the student up to one rounding.
+            for (a, b) in teacher.iter().zip(&live) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+        }
+    }
+}
+
+pub fn live_teacher_is_the_student_on_the_teacher_input<I: Target>() {
+    let _serial = serial();
+    let (ids, mask, r) = scoring_batch::<I>();
+    let mut cfg = small_config();
+    cfg.sdpo.teacher_mode = TeacherMode::Live;
+    let mut t = trainer::<I>(cfg, parity_rewards());
+    t.step().unwrap();
+    let student = t.policy().valid();
+    let teacher = t
+        .teacher()
+        .logits(&student, ids.clone(), mask.clone(), r, 0.7)
+        .unwrap();
+    let live = response_logits(&student, ids, mask, r, Some(0.7)).unwrap();
+    assert_eq!(host(teacher), host(live));
+}
+
+pub fn lora_ema_moves_only_the_adapters_by_exactly_the_rate<I: Target>() {
+    let _serial = serial();
+    let mut cfg = small_config();
+    cfg.lora = Some(LoraConfig::default());
+    cfg.sdpo.teacher_mode = TeacherMode::LoraEma;
+    cfg.sdpo.teacher_update_rate = 0.25;
+    let mut t = trainer::<I>(cfg, parity_rewards());
+    let adapters = |t: &SdpoTrainer<B<I>>| match t.teacher().weights() {
+        Some(TeacherWeights::Adapters(set)) => params_of(set),
+        other => panic!("lora-ema keeps an adapter set, found {other:?}"),
+    };
+    let base0 = params_of(&t.policy().lm.valid());
+    let teacher0 = adapters(&t);
+    t.step().unwrap();
+    let student1 = params_of(&t.policy().lora.as_ref().unwrap().valid());
+    let teacher1 = adapters(&t);
+    let mut moved = 0;
+    for (id, t0) in &teacher0 {
+        for (k, (&a, &s)) in t0.iter().zip(&student1[id]).enumerate() {
+            let want = 0.75 * a + 0.25 * s;
+            let got = teacher1[id][k];
+            assert!(
+                (got - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "{got} vs {want}"
+            );
+            moved += usize::from(got != a);
+        }
+    }
+    assert!(
+        moved > 0,
+        "the adapters did not move: the test proves nothing"
+    );
+    assert_eq!(base0, params_of(&t.policy().lm.valid()), "the base moved");
+}
+
+pub fn ema_teacher_stays_put_when_the_step_applied_no_update<I: Target>() {
+    let _serial = serial();
+    let mut t = trainer::<I>(small_config(), parity_rewards());
+    t.step().unwrap(); // the student moves away from the teacher
+                       // A teacher with one non-finite weight makes the distillation loss non-finite, so the
+                       // next step skips its optimizer update; the EMA must then leave the teacher alone too.
+    let Some(TeacherWeights::Model(m)) = t.teacher().weights().cloned() else {
+        panic!("ema without LoRA keeps a model copy")
+    };
+    let mut poisoned = m;
+    poisoned.model.norm.weight = poisoned.model.norm.weight.map(|w| w.mul_scalar(f32::NAN));
+    t.teacher_mut()
+        .set_weights(Some(TeacherWeights::Model(poisoned)));
+    let teacher_before = match t.teacher().weights() {
+        Some(TeacherWeights::Model(m)) => values_in_order(m),
+        _ => unreachable!(),
+    };
+    let student_before = values_in_order(&t.policy().valid());
+    let report = t.step().unwrap();
+    assert_eq!(report.metrics["optimizer/skipped_steps"], 1.0);
+    let bits = |v: Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+        v.into_iter()
+            .map(|p| p.into_iter().map(f32::to_bits).collect())
+            .collect()
+    };
+    let teacher_after = match t.teacher().weights() {
+        Some(TeacherWeights::Model(m)) => values_in_order(m),
+        _ => unreachable!(),
+    };
+    assert_eq!(
+        bits(teacher_before),
+        bits(teacher_after),
+        "the teacher moved"
+    );
+    assert_eq!(
+        bits(student_before),
+        bits(values_in_order(&t.policy().valid()))
+    );
+}
+
+pub fn on_policy_steps_run_one_student_forward_per_micro_batch<I: Target>() {
+    let _serial = serial();
+    // 2 prompts × 4 samples in micro-batches of 2: four passes. The IS clip is on, so before
+    // this fix the step ran four more forwards for old log-probs.
+    let mut cfg = small_config();
+    cfg.micro_batch_size = 2;
+    assert!(cfg.sdpo.is_clip.is_some());
+    let mut t = trainer::<I>(cfg.clone(), parity_rewards());
+    let m = t.step().unwrap().metrics;
+    assert_eq!(m["perf/student_forwards"], 4.0);
+    // Old log-probs are the pass's own, detached: every importance weight is exactly 1.
+    assert_eq!(m["self_distillation/is_weight_mean"], 1.0);
+    // The rollout drew with the same weights (KV-cache decode vs one full forward): rollout
+    // IS weights are 1 up to rounding.
+    assert!((m["rollout_is/weight_mean"] - 1.0).abs() < 1e-3, "{m:?}");
+    // Two mini-batches (off-policy for the second): old log-probs need one pass per micro-batch.
+    cfg.mini_batches = 2;
+    let mut t = trainer::<I>(cfg, parity_rewards());
+    assert_eq!(t.step().unwrap().metrics["perf/student_forwards"], 8.0);
+}
+
+pub fn the_blends_grpo_term_reaches_the_weights<I: Target>() {
+    let _serial = serial();
+    // No sample has a teacher signal (SD mask 0), so only the GRPO half of a 0.5 blend can
+    // move the weights: its gradient must not be lost (it was, while the GRPO term read the
+    // distillation's detached log-probs).
+    let mut cfg = small_config();
+    cfg.sdpo.distillation_weight = 0.5;
+    let t = trainer::<I>(cfg.clone(), parity_rewards());
+    let (ids, mask, r) = scoring_batch::<I>();
+    let device = Default::default();
+    let lift2 = |x: Tensor<I, 2>| Tensor::<B<I>, 2>::from_inner(x);
+    let response_ids = Tensor::<B<I>, 2, burn::tensor::Int>::from_inner(
+        ids.clone().slice([0..1, ids.dims()[1] - r..ids.dims()[1]]),
+    );
+    let vocab = t.policy().lm.config.vocab_size;
+    let batch = TrainBatch {
+        ids: Tensor::from_inner(ids),
+        mask: Tensor::from_inner(mask),
+        response_ids,
+        response_mask: lift2(Tensor::ones([1, r], &device)),
+        self_distillation_mask: Tensor::zeros([1], &device),
+        teacher: TeacherSignal::Logits(Tensor::zeros([1, r, vocab], &device)),
+        old_log_probs: None,
+        advantages: Some(lift2(Tensor::ones([1, r], &device))),
+        rollout_log_probs: None,
+        settings: pass_settings(&cfg.sdpo),
+    };
+    let (loss, item) = t.policy().loss(batch).unwrap();
+    assert_eq!(item.distillation_loss, Some(0.0));
+    assert_eq!(
+        item.clip_fraction,
+        Some(0.0),
+        "on-policy: the ratio is exactly 1"
+    );
+    let grads = loss.backward();
+    let g = t
+        .policy()
+        .lm
+        .model
+        .embed_tokens
+        .weight
+        .grad(&grads)
+        .unwrap();
+    let norm: f32 = host_f32(g.powf_scalar(2.0).sum())
+        .into_iter()
+        .sum::<f32>()
+        .sqrt();
+    assert!(norm > 0.0, "no gradient from the GRPO term");
 }

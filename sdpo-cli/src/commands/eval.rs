@@ -7,17 +7,17 @@
 
 use std::path::PathBuf;
 
-use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
 
-use sdpo_core::TeacherMode;
 use sdpo_models::generate::{sampler_rng, SamplingParams};
-use sdpo_models::CausalLm;
 use sdpo_train::builtin::Task;
 use sdpo_train::dataset::{Dataset, Row};
+use sdpo_train::prompts::Prompts;
 use sdpo_train::reward::{RewardConfig, Rewards};
-use sdpo_train::{SdpoTrainer, TrainConfig};
+use sdpo_train::rollout::{requests, Rollout};
+use sdpo_train::scoring::score_rollout;
+use sdpo_train::TrainConfig;
 
 use crate::backend::Dispatch;
 use crate::error::CliError;
@@ -66,6 +66,10 @@ pub struct EvalArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Float precision of the model's weights and activations: f32 (default), f16 or bf16;
+    /// refused, naming the device, where the backend cannot run it. Logits stay f32.
+    #[arg(long, value_name = "f32|f16|bf16")]
+    pub precision: Option<sdpo_models::Precision>,
 }
 
 /// `eval`, with everything read and checked before the model is loaded.
@@ -77,6 +81,7 @@ pub struct Eval {
     samples: usize,
     params: SamplingParams,
     threshold: f64,
+    max_prompt_len: usize,
 }
 
 enum RewardsFrom {
@@ -224,7 +229,14 @@ impl Eval {
                 reason: "must be at least 1".into(),
             });
         }
+        // A run folder's own prompt limit, else the trainer's default.
+        let max_prompt_len = run_cfg
+            .as_ref()
+            .map_or(TrainConfig::default().max_prompt_len, |c| {
+                c.train.max_prompt_len
+            });
         Ok(Self {
+            max_prompt_len,
             model,
             rows,
             rewards_from,
@@ -240,42 +252,40 @@ impl Dispatch for Eval {
     type Output = EvalReport;
 
     fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<EvalReport, CliError> {
-        // Loaded (and LoRA merged) without autodiff, then lifted: the trainer only samples.
+        // Sampling only: the model (LoRA merged) on the inner backend, no trainer, no
+        // optimizer.
+        let precision = self.args.precision.unwrap_or_default();
+        precision.check::<B::InnerBackend>(&device)?;
         let loaded = load_model::<B::InnerBackend>(&self.model, &device)?;
-        let model = CausalLm::<B>::from_inner(loaded.model);
+        let model = precision.cast(loaded.model);
         eprintln!(
             "evaluating {} on {} problems",
             loaded.origin,
             self.rows.len()
         );
-        // A trainer only for its prompt encoding, sampling and scoring: no teacher copy.
-        let mut cfg = TrainConfig::default();
-        cfg.sdpo.teacher_mode = TeacherMode::Live;
-        cfg.sdpo.success_reward_threshold = self.threshold;
-        cfg.prompts_per_step = 1;
-        cfg.num_generations = 1;
-        cfg.sampling = self.params.clone();
-        cfg.seed = self.args.seed;
-        let trainer = SdpoTrainer::new(
-            cfg,
-            model,
-            loaded.tokenizer,
-            Dataset::from_rows(self.rows.clone())?,
-            self.rewards_from.build()?,
-            &device,
-        )?;
+        let prompts = Prompts::new(loaded.tokenizer, self.max_prompt_len);
+        let rewards = self.rewards_from.build()?;
+        let mut params = self.params.clone();
+        params.stop_token_ids = prompts.tokenizer().eos_token_ids().to_vec();
         let mut rng = sampler_rng(self.args.seed);
         let mut pass = 0.0;
         let mut reward_sum = 0.0;
         let mut count = 0usize;
         for chunk in self.rows.chunks(self.args.batch_size) {
-            let samples = trainer.sample_and_score(chunk, self.samples, &self.params, &mut rng)?;
+            let messages = chunk
+                .iter()
+                .enumerate()
+                .map(|(r, row)| (r, row.prompt.to_messages()));
+            let requests = requests(&prompts, messages, self.samples, "evaluation row")?;
+            let rollout = Rollout::run(&model, &prompts, requests, &params, &mut rng, &device)?;
+            let rows: Vec<&Row> = rollout.requests.iter().map(|r| &chunk[r.row]).collect();
+            let scored = score_rollout(&rewards, &rows, &rollout);
             let mut successes = vec![0usize; chunk.len()];
-            for s in &samples {
+            for (request, s) in rollout.requests.iter().zip(&scored) {
                 reward_sum += s.score;
                 count += 1;
                 if s.score >= self.threshold {
-                    successes[s.row] += 1;
+                    successes[request.row] += 1;
                 }
             }
             pass += successes

@@ -33,9 +33,16 @@ pub struct GenerateArgs {
     /// Longest completion in tokens.
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
+    /// Repetition penalty (> 1 discourages tokens already in the text; 1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f64,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Float precision of the model's weights and activations: f32 (default), f16 or bf16;
+    /// refused, naming the device, where the backend cannot run it. Logits stay f32.
+    #[arg(long, value_name = "f32|f16|bf16")]
+    pub precision: Option<sdpo_models::Precision>,
 }
 
 /// `generate` with a parsed model reference.
@@ -86,10 +93,14 @@ impl Dispatch for Generate {
             temperature: args.temperature,
             top_p: args.top_p,
             max_new_tokens: args.max_new_tokens,
+            repetition_penalty: args.repetition_penalty,
             ..SamplingParams::default()
         };
         params.validate()?;
+        let precision = args.precision.unwrap_or_default();
+        precision.check::<B::InnerBackend>(&device)?;
         let loaded = load_model::<B::InnerBackend>(&self.model, &device)?;
+        let model = precision.cast(loaded.model);
         let tokenizer = &loaded.tokenizer;
         let text = prompt_text(tokenizer, &args)?;
         let ids = tokenizer.encode(&text, args.raw)?;
@@ -109,7 +120,7 @@ impl Dispatch for Generate {
             .unwrap_or(0);
         let (p_ids, p_mask) = left_pad::<B::InnerBackend>(&[ids], pad, &device);
         let mut rng = sampler_rng(args.seed);
-        let out = generate(&loaded.model, p_ids, p_mask, &params, pad, &mut rng)?;
+        let out = generate(&model, p_ids, p_mask, &params, pad, &mut rng)?;
         let tokens = out.tokens.into_iter().next().unwrap_or_default();
         Ok(tokenizer.decode(&tokens, true)?)
     }

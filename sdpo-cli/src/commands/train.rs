@@ -18,8 +18,9 @@ use sdpo_core::metrics as names;
 use sdpo_train::builtin::job::greedy_success;
 use sdpo_train::checkpoint::{self, latest_checkpoint};
 use sdpo_train::dataset::Row;
-use sdpo_train::metrics_log::MetricsWriter;
-use sdpo_train::SdpoTrainer;
+use sdpo_train::schedule::WarmupSchedule;
+use sdpo_train::trainer::AdamWOptimizer;
+use sdpo_train::{FitHooks, Flow, SdpoTrainer, StepReport};
 
 use crate::backend::{dispatch, ensure_compiled, BackendKind, Dispatch};
 use crate::error::CliError;
@@ -357,7 +358,8 @@ fn evaluate<B: AutodiffBackend>(
     )?))
 }
 
-/// Trains until `train.steps`, logging metrics and evaluations into `dir`; returns seconds.
+/// Trains until `train.steps` with [`SdpoTrainer::fit`], logging metrics and evaluations
+/// into `dir`; returns seconds.
 fn run_steps<B: AutodiffBackend>(
     trainer: &mut SdpoTrainer<B>,
     held_out: &[Row],
@@ -367,83 +369,94 @@ fn run_steps<B: AutodiffBackend>(
     resumed: bool,
 ) -> Result<f64, CliError> {
     let t0 = Instant::now();
-    let total = cfg.train.steps;
-    let checkpoints = dir.join(CHECKPOINTS);
-    let mut metrics =
-        MetricsWriter::open(dir, cfg.train.metrics_format).map_err(CliError::io(dir))?;
-    let bar = steps_bar(label, total, trainer.steps_done());
-    let mut held = None;
+    let mut hooks = Progress {
+        bar: steps_bar(label, cfg.train.steps, trainer.steps_done()),
+        held_out,
+        cfg,
+        dir,
+        label,
+        held: None,
+    };
     if !resumed {
-        held = evaluate(trainer, held_out, cfg)?;
-        if let Some(s) = held {
-            append_eval(
-                dir,
-                EvalPoint {
-                    step: trainer.steps_done(),
-                    held_out_success: s,
-                },
-            )?;
-            note(
-                &bar,
-                &format!("{label}: held-out success before training {s:.3}"),
-            );
-        }
+        hooks.held = hooks.evaluate(trainer, |s| {
+            format!("held-out success before training {s:.3}")
+        })?;
     }
-    let mut saved_at = None;
-    while trainer.steps_done() < total {
-        let report = trainer.step()?;
-        let step = report.step;
-        for w in &report.warnings {
-            note(&bar, &format!("{label}: warning at step {step}: {w}"));
-        }
-        metrics.write(&report.metrics).map_err(CliError::io(dir))?;
-        let reward = report
-            .metrics
-            .get(names::REWARD_MEAN)
-            .copied()
-            .unwrap_or(f64::NAN);
-        let loss = report.metrics.get(names::LOSS).copied().unwrap_or(f64::NAN);
-        let last = step >= total;
-        if cfg.eval.every > 0 && step % cfg.eval.every == 0 && !last {
-            held = evaluate(trainer, held_out, cfg)?;
-            if let Some(s) = held {
-                append_eval(
-                    dir,
-                    EvalPoint {
-                        step,
-                        held_out_success: s,
-                    },
-                )?;
-                note(
-                    &bar,
-                    &format!("{label}: step {step}/{total} reward {reward:.3} loss {loss:.4} held-out success {s:.3}"),
-                );
-            }
-        }
-        if cfg.train.checkpoint_every > 0 && step % cfg.train.checkpoint_every == 0 {
-            trainer.save_checkpoint(&checkpoints)?;
-            saved_at = Some(step);
-        }
-        bar.set_position(step as u64);
-        bar.set_message(step_message(reward, loss, held));
-    }
-    let step = trainer.steps_done();
-    if let Some(s) = evaluate(trainer, held_out, cfg)? {
+    trainer.fit(dir, &mut hooks)?;
+    hooks.bar.finish_and_clear();
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// The command line's side of [`SdpoTrainer::fit`]: the progress bar, warnings, and held-out
+/// evaluations every `eval.every` steps and at the end (written to `eval.jsonl`).
+struct Progress<'a> {
+    bar: indicatif::ProgressBar,
+    held_out: &'a [Row],
+    cfg: &'a RunConfig,
+    dir: &'a Path,
+    label: &'a str,
+    held: Option<f64>,
+}
+
+impl Progress<'_> {
+    /// Held-out success now, appended to `eval.jsonl` and noted as `line(success)`.
+    fn evaluate<B: AutodiffBackend>(
+        &self,
+        trainer: &SdpoTrainer<B>,
+        line: impl FnOnce(f64) -> String,
+    ) -> Result<Option<f64>, CliError> {
+        let Some(s) = evaluate(trainer, self.held_out, self.cfg)? else {
+            return Ok(None);
+        };
+        let step = trainer.steps_done();
         append_eval(
-            dir,
+            self.dir,
             EvalPoint {
                 step,
                 held_out_success: s,
             },
         )?;
-        note(
-            &bar,
-            &format!("{label}: held-out success after {step} steps {s:.3}"),
-        );
+        note(&self.bar, &format!("{}: {}", self.label, line(s)));
+        Ok(Some(s))
     }
-    if saved_at != Some(step) {
-        trainer.save_checkpoint(&checkpoints)?;
+}
+
+impl<B: AutodiffBackend> FitHooks<B, AdamWOptimizer<B>, WarmupSchedule> for Progress<'_> {
+    type Error = CliError;
+
+    fn after_step(
+        &mut self,
+        trainer: &SdpoTrainer<B>,
+        report: &StepReport,
+    ) -> Result<Flow, CliError> {
+        let (step, total) = (report.step, self.cfg.train.steps);
+        for w in &report.warnings {
+            note(
+                &self.bar,
+                &format!("{}: warning at step {step}: {w}", self.label),
+            );
+        }
+        let metric = |name: &str| report.metrics.get(name).copied().unwrap_or(f64::NAN);
+        let (reward, loss) = (metric(names::REWARD_MEAN), metric(names::LOSS));
+        let every = self.cfg.eval.every;
+        if every > 0 && step % every == 0 && step < total {
+            let line = |s: f64| {
+                format!(
+                    "step {step}/{total} reward {reward:.3} loss {loss:.4} held-out success {s:.3}"
+                )
+            };
+            self.held = self.evaluate(trainer, line)?.or(self.held);
+        }
+        self.bar.set_position(step as u64);
+        self.bar.set_message(step_message(reward, loss, self.held));
+        Ok(Flow::Continue)
     }
-    bar.finish_and_clear();
-    Ok(t0.elapsed().as_secs_f64())
+
+    fn before_end(&mut self, trainer: &SdpoTrainer<B>) -> Result<(), CliError> {
+        let step = trainer.steps_done();
+        self.evaluate(trainer, |s| {
+            format!("held-out success after {step} steps {s:.3}")
+        })?;
+        Ok(())
+    }
 }

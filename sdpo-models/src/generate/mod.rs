@@ -28,7 +28,7 @@ pub mod params;
 pub mod sampling;
 pub mod select;
 
-use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Int, Tensor, TensorData};
 use rand::Rng;
 
 use crate::arch::{positions_from_mask, CausalDecoder};
@@ -36,7 +36,7 @@ use crate::arch::{positions_from_mask, CausalDecoder};
 pub use batch::left_pad;
 pub use params::SamplingParams;
 pub use sampling::{candidates, sample_token, Candidate, SampledToken, SamplingError};
-pub use select::{select_tokens, Selection};
+pub use select::{apply_repetition_penalty, select_tokens, Selection};
 
 /// The RNG generation draws from: seeded (`SamplerRng::seed_from_u64`), cloneable and
 /// serializable (its state goes into checkpoints).
@@ -195,6 +195,17 @@ pub fn generate<B: Backend, M: CausalDecoder<B>>(
     let device = prompt_ids.device();
     let _span = tracing::debug_span!("generate", batch, prompt_len = width).entered();
 
+    // With a repetition penalty: how often each row holds each id so far (its prompt's real
+    // tokens to start with), `[batch, vocab]`.
+    let penalty = params.repetition_penalty;
+    let mut seen = (penalty != 1.0).then(|| {
+        Tensor::<B, 2>::zeros([batch, vocab_size], &device).scatter(
+            1,
+            prompt_ids.clone(),
+            prompt_mask.clone().float(),
+            IndexingUpdateOp::Add,
+        )
+    });
     let mut cache = model.empty_cache();
     let positions = positions_from_mask(prompt_mask.clone());
     let hidden = model.decode_hidden(prompt_ids, prompt_mask.clone(), positions, Some(&mut cache));
@@ -210,8 +221,18 @@ pub fn generate<B: Backend, M: CausalDecoder<B>>(
             let u: Vec<f32> = (0..batch).map(|_| rng.random::<f64>() as f32).collect();
             Tensor::<B, 1>::from_data(TensorData::new(u, [batch]), &device)
         });
-        let step_logits = logits.flatten::<2>(1, 2);
+        let mut step_logits = logits.flatten::<2>(1, 2);
+        if let Some(seen) = &seen {
+            step_logits =
+                apply_repetition_penalty(step_logits, seen.clone().greater_elem(0.0), penalty);
+        }
         let selection = select_tokens(step_logits.clone(), params, uniforms);
+        if let Some(seen) = seen.as_mut() {
+            // The chosen ids join what the rows hold (a finished row's does not matter).
+            let chosen = selection.ids.clone().clamp_min(0).reshape([batch, 1]);
+            let ones = Tensor::<B, 2>::ones([batch, 1], &device);
+            *seen = seen.clone().scatter(1, chosen, ones, IndexingUpdateOp::Add);
+        }
         let ids = selection.ids.into_data();
         host_bytes += ids.bytes.len();
         let ids: Vec<i64> = ids.iter::<i64>().collect();

@@ -6,9 +6,11 @@ use super::GenerationError;
 
 /// How tokens are drawn during generation.
 ///
-/// Filters are applied in this order to the distribution `softmax(logits / temperature)`:
-/// top-k, then top-p over what top-k kept, then min-p; the survivors are renormalized and one
-/// token is drawn. Every filter keeps at least the most likely token.
+/// The repetition penalty first changes the logits of tokens already in the row (prompt or
+/// generated); then filters are applied in this order to the distribution
+/// `softmax(logits / temperature)`: top-k, then top-p over what top-k kept, then min-p; the
+/// survivors are renormalized and one token is drawn. Every filter keeps at least the most
+/// likely token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SamplingParams {
@@ -27,6 +29,11 @@ pub struct SamplingParams {
     /// A row ends after it produces any of these ids (pass the tokenizer's eos ids). Default
     /// empty.
     pub stop_token_ids: Vec<u32>,
+    /// Repetition penalty (transformers' `repetition_penalty`, CTRL's rule): the logit `l` of
+    /// every token already in the row becomes `l / penalty` when positive, `l · penalty` when
+    /// negative; `> 1` discourages repeats, `1` turns it off. Reported log-probs are those of
+    /// the penalized distribution (the one drawn from). Default 1.0.
+    pub repetition_penalty: f64,
 }
 
 impl Default for SamplingParams {
@@ -38,6 +45,7 @@ impl Default for SamplingParams {
             min_p: 0.0,
             max_new_tokens: 256,
             stop_token_ids: Vec::new(),
+            repetition_penalty: 1.0,
         }
     }
 }
@@ -89,6 +97,13 @@ impl SamplingParams {
         }
         if !(self.min_p >= 0.0 && self.min_p < 1.0) {
             return bad("min_p", self.min_p.to_string(), "a number in [0, 1)");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad(
+                "repetition_penalty",
+                self.repetition_penalty.to_string(),
+                "a finite number > 0 (1 = off)",
+            );
         }
         if self.max_new_tokens == 0 {
             return bad("max_new_tokens", "0".to_string(), "at least 1");

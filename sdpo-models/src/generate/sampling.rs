@@ -155,6 +155,21 @@ impl Scaled {
     }
 }
 
+/// The host reference of [`super::select::apply_repetition_penalty`]: every logit of a token
+/// in `seen` becomes `l / penalty` when positive, `l · penalty` otherwise (each token once,
+/// however often it was seen).
+pub fn apply_repetition_penalty(logits: &mut [f32], seen: &[u32], penalty: f64) {
+    let mut done = vec![false; logits.len()];
+    for &id in seen {
+        let i = id as usize;
+        if i < logits.len() && !done[i] {
+            done[i] = true;
+            let l = f64::from(logits[i]);
+            logits[i] = if l > 0.0 { l / penalty } else { l * penalty } as f32;
+        }
+    }
+}
+
 /// The tokens `params` allows and their renormalized probabilities: one token with
 /// probability 1 when greedy.
 ///

@@ -6,95 +6,18 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use sdpo_core::config::{ConfigError, TeacherMode};
+use sdpo_core::config::TeacherMode;
 
 use sdpo_models::generate::{sampler_rng, SamplingParams};
 
 use super::tasks::Task;
+pub use super::warm_start::WarmStartConfig;
 use super::warm_start::{sft_examples, warm_start};
 use super::{char_tokenizer, init_model, tiny_model_config};
 use crate::dataset::{Dataset, Row};
 use crate::reward::Rewards;
 use crate::trainer::{SdpoTrainer, TrainError};
 use crate::TrainConfig;
-
-/// The supervised warm start before RL.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WarmStartConfig {
-    /// AdamW steps. Default 1000.
-    pub steps: usize,
-    /// Examples per step. Default 32.
-    pub batch_size: usize,
-    /// Learning rate. Default 3e-3.
-    pub learning_rate: f64,
-    /// Fraction of training problems whose plain answer is taught (the rest only appear as
-    /// demonstrations or with feedback). Default 0.5.
-    pub plain_fraction: f64,
-    /// Fraction of the plain-format examples whose target is the task's typical mistake
-    /// (sorting: the input copied unsorted; addition: the sum plus one) instead of the
-    /// answer, so the warm-started policy is an imperfect one — right on some prompts, making
-    /// a habitual mistake on others — as a pretrained model would be. Reprompt-format
-    /// examples always end in the right answer. Default 0.5.
-    pub plain_mistakes: f64,
-    /// Teach the reprompt format with a correct demonstration. Default true.
-    pub with_demonstration: bool,
-    /// Teach the reprompt format with feedback on a wrong attempt. Default true.
-    pub with_feedback: bool,
-}
-
-impl WarmStartConfig {
-    /// Checks every field's domain.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming the field (`warm_start.…`) and its value.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &'static str, value: String, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                value,
-                reason: reason.to_string(),
-            })
-        };
-        if self.batch_size == 0 && self.steps > 0 {
-            return invalid(
-                "warm_start.batch_size",
-                "0".into(),
-                "must be at least 1 when warm_start.steps > 0",
-            );
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return invalid(
-                "warm_start.learning_rate",
-                self.learning_rate.to_string(),
-                "must be a finite number > 0",
-            );
-        }
-        for (field, v) in [
-            ("warm_start.plain_fraction", self.plain_fraction),
-            ("warm_start.plain_mistakes", self.plain_mistakes),
-        ] {
-            if !(0.0..=1.0).contains(&v) {
-                return invalid(field, v.to_string(), "must be in [0, 1]");
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Default for WarmStartConfig {
-    fn default() -> Self {
-        Self {
-            steps: 1000,
-            batch_size: 32,
-            learning_rate: 3e-3,
-            plain_fraction: 0.5,
-            plain_mistakes: 0.5,
-            with_demonstration: true,
-            with_feedback: true,
-        }
-    }
-}
 
 /// The built-in task setup.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,9 +120,7 @@ pub fn builtin_job<B: AutodiffBackend>(
         .and_then(|p| tokenizer.token_to_id(p))
         .unwrap_or(0);
     let (model, losses) = warm_start(model, &examples, w, pad, device, on_warm_step)?;
-    let rewards = Rewards::new()
-        .add(job.task, 1.0)
-        .map_err(|e| TrainError::Step(e.to_string()))?;
+    let rewards = Rewards::new().add(job.task, 1.0)?;
     let dataset = Dataset::from_rows(rows)?;
     let trainer = SdpoTrainer::new(train, model, tokenizer, dataset, rewards, device)?;
     Ok(BuiltinJob {
@@ -232,6 +153,7 @@ pub fn greedy_success<B: AutodiffBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sdpo_core::config::ConfigError;
 
     #[test]
     fn warm_start_validation_names_the_field() {

@@ -15,6 +15,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use serde::{Deserialize, Serialize};
+
+use sdpo_core::config::ConfigError;
 use sdpo_core::reprompt::{teacher_prompt, SampleOutcome};
 use sdpo_core::{ChatMessage, SdpoConfig};
 use sdpo_models::generate::left_pad;
@@ -23,9 +26,86 @@ use sdpo_models::scoring::{
 };
 use sdpo_models::{CausalLm, Tokenizer, TokenizerError};
 
-use super::job::WarmStartConfig;
 use super::tasks::{text_field, Task};
 use crate::dataset::Row;
+
+/// The supervised warm start before RL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmStartConfig {
+    /// AdamW steps. Default 1000.
+    pub steps: usize,
+    /// Examples per step. Default 32.
+    pub batch_size: usize,
+    /// Learning rate. Default 3e-3.
+    pub learning_rate: f64,
+    /// Fraction of training problems whose plain answer is taught (the rest only appear as
+    /// demonstrations or with feedback). Default 0.5.
+    pub plain_fraction: f64,
+    /// Fraction of the plain-format examples whose target is the task's typical mistake
+    /// (sorting: the input copied unsorted; addition: the sum plus one) instead of the
+    /// answer, so the warm-started policy is an imperfect one — right on some prompts, making
+    /// a habitual mistake on others — as a pretrained model would be. Reprompt-format
+    /// examples always end in the right answer. Default 0.5.
+    pub plain_mistakes: f64,
+    /// Teach the reprompt format with a correct demonstration. Default true.
+    pub with_demonstration: bool,
+    /// Teach the reprompt format with feedback on a wrong attempt. Default true.
+    pub with_feedback: bool,
+}
+
+impl WarmStartConfig {
+    /// Checks every field's domain.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field (`warm_start.…`) and its value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &'static str, value: String, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                value,
+                reason: reason.to_string(),
+            })
+        };
+        if self.batch_size == 0 && self.steps > 0 {
+            return invalid(
+                "warm_start.batch_size",
+                "0".into(),
+                "must be at least 1 when warm_start.steps > 0",
+            );
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return invalid(
+                "warm_start.learning_rate",
+                self.learning_rate.to_string(),
+                "must be a finite number > 0",
+            );
+        }
+        for (field, v) in [
+            ("warm_start.plain_fraction", self.plain_fraction),
+            ("warm_start.plain_mistakes", self.plain_mistakes),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return invalid(field, v.to_string(), "must be in [0, 1]");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for WarmStartConfig {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch_size: 32,
+            learning_rate: 3e-3,
+            plain_fraction: 0.5,
+            plain_mistakes: 0.5,
+            with_demonstration: true,
+            with_feedback: true,
+        }
+    }
+}
 
 /// One supervised example: prompt tokens and target tokens (ending with the eos token).
 #[derive(Debug, Clone, PartialEq)]

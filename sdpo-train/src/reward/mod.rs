@@ -8,8 +8,9 @@
 //!
 //! [`Rewards`] combines several rewards with weights and never fails: a reward
 //! that errors, panics or returns a non-finite score turns its sample into a
-//! failure (score 0, the error as feedback) that [`Scored::failed`] and the
-//! `reward/failures` metric ([`RewardSummary`]) count, and training goes on.
+//! failure (score 0; the error in [`Scored::error`] and the log, never in the
+//! teacher's feedback) that [`Scored::failed`] and the `reward/failures` metric
+//! ([`RewardSummary`]) count, and training goes on.
 //!
 //! Built-in verifiers: [`ExactMatch`], [`NumericMatch`], [`RegexMatch`] and
 //! [`CommandReward`] (any program that reads one JSON object on stdin and
@@ -219,8 +220,8 @@ impl<F> std::fmt::Debug for FnReward<F> {
 }
 
 /// Why a completion could not be scored. The message follows
-/// "reward `name` failed: " in the sample's feedback, so it never quotes the
-/// expected answer.
+/// "reward `name` failed: " in [`Scored::error`] and the log; it never quotes
+/// the expected answer.
 #[derive(Debug, Error)]
 pub enum RewardError {
     /// The dataset row lacks a field the reward reads.

@@ -41,9 +41,13 @@ pub struct Scored {
     /// `Σ weight · score` over the rewards, or 0 when [`Scored::failed`].
     pub score: f64,
     /// The rewards' feedback joined by blank lines, in the order the rewards
-    /// were added; a failed reward contributes "reward `name` failed: error".
-    /// `None` when no reward gave any.
+    /// were added. `None` when no reward gave any. A failed reward contributes
+    /// nothing here: its error is not about the completion, so it never reaches
+    /// the teacher's prompt (neither reference shows it); see [`Scored::error`].
     pub feedback: Option<String>,
+    /// Why the sample [`failed`](Scored::failed), for logs: "reward `name`
+    /// failed: error" per failed reward, joined by blank lines.
+    pub error: Option<String>,
     /// Whether any reward failed (errored, panicked or returned a
     /// non-finite score), or the weighted sum overflowed.
     pub failed: bool,
@@ -244,6 +248,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 fn combine(components: Vec<ComponentScore>) -> Scored {
     let mut feedback: Vec<String> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
     let mut failed = false;
     let mut sum = 0.0;
     for c in &components {
@@ -255,18 +260,19 @@ fn combine(components: Vec<ComponentScore>) -> Scored {
             Err(e) => {
                 failed = true;
                 tracing::warn!(reward = %c.name, error = %e, "reward failed; the sample scores 0");
-                feedback.push(format!("reward `{}` failed: {e}", c.name));
+                errors.push(format!("reward `{}` failed: {e}", c.name));
             }
         }
     }
     if !failed && !sum.is_finite() {
         failed = true;
         tracing::warn!("the weighted sum of the rewards is not finite; the sample scores 0");
-        feedback.push("the weighted sum of the rewards is not finite".into());
+        errors.push("the weighted sum of the rewards is not finite".into());
     }
     Scored {
         score: if failed { 0.0 } else { sum },
         feedback: (!feedback.is_empty()).then(|| feedback.join("\n\n")),
+        error: (!errors.is_empty()).then(|| errors.join("\n\n")),
         failed,
         components,
     }
@@ -380,7 +386,10 @@ mod tests {
     #[test]
     fn empty_rewards_score_zero() {
         let s = eval(&Rewards::new());
-        assert_eq!((s.score, s.failed, s.feedback), (0.0, false, None));
+        assert_eq!(
+            (s.score, s.failed, s.feedback, s.error),
+            (0.0, false, None, None)
+        );
     }
 
     #[test]
@@ -391,8 +400,9 @@ mod tests {
         let s = eval(&r);
         assert!(s.failed);
         assert_eq!(s.score, 0.0);
+        assert_eq!(s.feedback, None);
         assert_eq!(
-            s.feedback.as_deref(),
+            s.error.as_deref(),
             Some("the weighted sum of the rewards is not finite")
         );
     }
