@@ -63,10 +63,8 @@ pub const STUDENT_FORWARDS: &str = "perf/student_forwards";
 pub const REWARD_MIN: &str = "reward/min";
 /// Largest sequence reward.
 pub const REWARD_MAX: &str = "reward/max";
-/// Samples on which a reward failed.
-pub const REWARD_FAILURES: &str = "reward/failures";
-/// Prefix of each reward's mean unweighted score: `reward/by_name/NAME`.
-pub const REWARD_BY_NAME_PREFIX: &str = "reward/by_name/";
+// Failures and per-reward means (`reward/failures`, `reward/NAME/mean|failures`) are named by
+// sdpo-train's `reward::RewardSummary::metrics`.
 /// Fraction of groups whose samples all got the same reward (no GRPO signal there).
 pub const FLAT_GROUP_FRACTION: &str = "reward/flat_group_fraction";
 /// Longest response in tokens.

@@ -113,16 +113,6 @@ impl<B: Backend> Rollout<B> {
         self.requests.is_empty()
     }
 
-    /// The padded response length `R`.
-    pub fn response_len(&self) -> usize {
-        self.generation.response_ids.dims()[1]
-    }
-
-    /// Whether each response hit `max_new_tokens` without a stop id.
-    pub fn truncated(&self) -> Vec<bool> {
-        self.generation.stopped.iter().map(|s| !s).collect()
-    }
-
     /// The student's input: `[left-padded prompt | right-padded response]`, `[n, P + R]`.
     pub fn student_inputs(&self) -> (Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
         concat_prompt_response(

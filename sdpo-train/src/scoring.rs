@@ -1,33 +1,18 @@
-//! Scoring a [`Rollout`]: every sample's weighted reward, feedback and per-reward scores, as
-//! typed values.
+//! Scoring a [`Rollout`]: every sample's [`Scored`] (weighted reward, feedback for the teacher,
+//! error for the log, each reward's outcome).
 
 use burn::tensor::backend::Backend;
 
 use crate::dataset::Row;
-use crate::reward::{RewardInput, Rewards};
+use crate::reward::{RewardInput, Rewards, Scored};
 use crate::rollout::Rollout;
-
-/// One sample's rewards.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScoredSample {
-    /// The weighted reward (0 when [`Self::failed`]).
-    pub score: f64,
-    /// The rewards' feedback for the teacher, if any.
-    pub feedback: Option<String>,
-    /// Why a reward failed, for the log (never shown to the teacher).
-    pub error: Option<String>,
-    /// Whether a reward failed on this sample.
-    pub failed: bool,
-    /// Each reward's unweighted score (`None` where it failed), in the order they were added.
-    pub rewards: Vec<(String, Option<f64>)>,
-}
 
 /// Scores every sample of `rollout`; `rows[i]` is the dataset row of sample `i`.
 pub fn score_rollout<B: Backend>(
     rewards: &Rewards,
     rows: &[&Row],
     rollout: &Rollout<B>,
-) -> Vec<ScoredSample> {
+) -> Vec<Scored> {
     let tokens = &rollout.generation.tokens;
     let inputs: Vec<RewardInput<'_>> = rows
         .iter()
@@ -40,19 +25,5 @@ pub fn score_rollout<B: Backend>(
             row: &row.fields,
         })
         .collect();
-    rewards
-        .evaluate(&inputs)
-        .into_iter()
-        .map(|s| ScoredSample {
-            score: s.score,
-            rewards: s
-                .components
-                .iter()
-                .map(|c| (c.name.clone(), c.outcome.as_ref().ok().map(|o| o.score)))
-                .collect(),
-            feedback: s.feedback,
-            error: s.error,
-            failed: s.failed,
-        })
-        .collect()
+    rewards.evaluate(&inputs)
 }

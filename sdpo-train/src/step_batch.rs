@@ -80,16 +80,6 @@ impl<B: Backend> StepBatch<B> {
         self
     }
 
-    /// Samples in the batch.
-    pub fn len(&self) -> usize {
-        self.loss_mask.dims()[0]
-    }
-
-    /// Whether the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The padded response length `R`.
     pub fn response_len(&self) -> usize {
         self.loss_mask.dims()[1]

@@ -6,7 +6,7 @@ use sdpo_core::reprompt::RepromptMetrics;
 
 use crate::metrics_log::Metrics;
 use crate::policy::StepItem;
-use crate::scoring::ScoredSample;
+use crate::reward::{RewardSummary, Scored};
 use crate::updater::UpdateOutcome;
 
 /// Seconds spent in each phase of a step.
@@ -27,7 +27,7 @@ pub struct PhaseTimes {
 }
 
 /// Statistics of the step's rewards.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RewardStats {
     /// Mean weighted reward.
     pub mean: f64,
@@ -37,35 +37,23 @@ pub struct RewardStats {
     pub min: f64,
     /// Largest reward.
     pub max: f64,
-    /// Samples on which a reward failed.
-    pub failures: usize,
-    /// Each reward's mean unweighted score over the samples it scored.
-    pub by_name: Vec<(String, f64)>,
     /// Fraction of groups whose samples all got the same reward.
     pub flat_group_fraction: f64,
+    /// Failures and each reward's mean unweighted score.
+    pub summary: RewardSummary,
+}
+
+impl Default for RewardStats {
+    fn default() -> Self {
+        Self::of(&[], &[])
+    }
 }
 
 impl RewardStats {
     /// The statistics of `scored`, sample `i` belonging to group `groups[i]`.
-    pub fn of(scored: &[ScoredSample], groups: &[usize]) -> Self {
+    pub fn of(scored: &[Scored], groups: &[usize]) -> Self {
         let scores: Vec<f64> = scored.iter().map(|s| s.score).collect();
         let (mean, std) = mean_std(&scores);
-        let mut by_name: Vec<(String, f64, usize)> = Vec::new();
-        for s in scored {
-            for (name, score) in &s.rewards {
-                let at = match by_name.iter().position(|(n, _, _)| n == name) {
-                    Some(at) => at,
-                    None => {
-                        by_name.push((name.clone(), 0.0, 0));
-                        by_name.len() - 1
-                    }
-                };
-                if let Some(score) = score {
-                    by_name[at].1 += score;
-                    by_name[at].2 += 1;
-                }
-            }
-        }
         let group_count = groups.iter().max().map_or(0, |g| g + 1);
         let flat_groups = (0..group_count)
             .filter(|&g| {
@@ -81,12 +69,8 @@ impl RewardStats {
             std,
             min: scores.iter().copied().fold(f64::INFINITY, f64::min),
             max: scores.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            failures: scored.iter().filter(|s| s.failed).count(),
-            by_name: by_name
-                .into_iter()
-                .map(|(name, sum, count)| (name, sum / count.max(1) as f64))
-                .collect(),
             flat_group_fraction: flat_groups as f64 / group_count.max(1) as f64,
+            summary: RewardSummary::of(scored),
         }
     }
 }
@@ -182,10 +166,10 @@ impl StepMetrics {
         put(names::REWARD_STD, r.std);
         put(names::REWARD_MIN, r.min);
         put(names::REWARD_MAX, r.max);
-        put(names::REWARD_FAILURES, r.failures as f64);
         put(names::FLAT_GROUP_FRACTION, r.flat_group_fraction);
-        for (name, mean) in &r.by_name {
-            put(&format!("{}{name}", names::REWARD_BY_NAME_PREFIX), *mean);
+        // `reward/failures`, `reward/NAME/mean`, `reward/NAME/failures`.
+        for (name, value) in r.summary.metrics() {
+            put(&name, value);
         }
         put(names::RESPONSE_LENGTH, self.responses.mean_len);
         put(names::RESPONSE_LENGTH_MAX, self.responses.max_len as f64);
@@ -228,14 +212,24 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reward::{ComponentScore, RewardError, RewardOutput};
 
-    fn sample(score: f64, failed: bool, rewards: &[(&str, Option<f64>)]) -> ScoredSample {
-        ScoredSample {
+    fn sample(score: f64, failed: bool, rewards: &[(&str, Option<f64>)]) -> Scored {
+        Scored {
             score,
             feedback: None,
             error: None,
             failed,
-            rewards: rewards.iter().map(|(n, s)| (n.to_string(), *s)).collect(),
+            components: rewards
+                .iter()
+                .map(|(name, s)| ComponentScore {
+                    name: name.to_string(),
+                    weight: 1.0,
+                    outcome: s
+                        .map(RewardOutput::new)
+                        .ok_or(RewardError::NonFinite { score: f64::NAN }),
+                })
+                .collect(),
         }
     }
 
@@ -248,14 +242,20 @@ mod tests {
             sample(0.5, false, &[("a", Some(0.0)), ("b", Some(1.0))]),
         ];
         let stats = RewardStats::of(&scored, &[0, 0, 1, 1]);
-        assert_eq!((stats.min, stats.max, stats.failures), (0.0, 1.0, 1));
+        assert_eq!(
+            (stats.min, stats.max, stats.summary.failures),
+            (0.0, 1.0, 1)
+        );
         assert_eq!(stats.mean, 0.625);
         // group 0 is flat (1, 1), group 1 is not (0, 0.5)
         assert_eq!(stats.flat_group_fraction, 0.5);
-        assert_eq!(
-            stats.by_name,
-            vec![("a".to_string(), 2.0 / 3.0), ("b".to_string(), 0.375)]
-        );
+        let by_name: Vec<(&str, f64)> = stats
+            .summary
+            .rewards
+            .iter()
+            .map(|r| (r.name.as_str(), r.mean))
+            .collect();
+        assert_eq!(by_name, vec![("a", 2.0 / 3.0), ("b", 0.375)]);
     }
 
     #[test]

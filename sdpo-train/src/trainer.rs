@@ -4,7 +4,7 @@
 //! | phase    | component                                        | produces                     |
 //! |----------|--------------------------------------------------|------------------------------|
 //! | rollout  | [`Rollout`] (with [`Prompts`])                   | samples, texts, token ids    |
-//! | reward   | [`score_rollout`]                                | [`ScoredSample`]s            |
+//! | reward   | [`score_rollout`]                                | [`Scored`] per sample        |
 //! | reprompt | [`plan_reprompts`] + [`TeacherInputs`]           | teacher ids, the SD mask     |
 //! | teacher  | [`Teacher::logits`] (every mode forms its own)   | teacher logits per pass      |
 //! | update   | [`StepBatch`] passes, [`Updater`], [`Policy::loss`] | gradients, optimizer updates |
@@ -43,10 +43,10 @@ use crate::dataset::{Dataset, DatasetError, PromptSampler, Row, SamplerState};
 use crate::metrics_log::{Metrics, MetricsWriter};
 use crate::policy::{Policy, StepError, StepSettings, TeacherSignal};
 use crate::prompts::Prompts;
-use crate::reward::Rewards;
+use crate::reward::{Rewards, Scored};
 use crate::rollout::{requests, Rollout};
 use crate::schedule::WarmupSchedule;
-use crate::scoring::{score_rollout, ScoredSample};
+use crate::scoring::score_rollout;
 use crate::step_batch::StepBatch;
 use crate::step_metrics::{mean_std, PhaseTimes, ResponseStats, RewardStats, StepMetrics};
 use crate::teacher::{teacher_for, Teacher, TeacherWeights};
@@ -583,7 +583,7 @@ where
     }
 
     /// The reward phase: every sample of `rollout` scored against its dataset row.
-    fn score(&self, rollout: &Rollout<B::InnerBackend>) -> Vec<ScoredSample> {
+    fn score(&self, rollout: &Rollout<B::InnerBackend>) -> Vec<Scored> {
         let rows: Vec<&Row> = rollout
             .requests
             .iter()
@@ -596,7 +596,7 @@ where
     fn report(
         &mut self,
         rollout: Rollout<B::InnerBackend>,
-        scored: Vec<ScoredSample>,
+        scored: Vec<Scored>,
         plan: RepromptPlan,
         teacher_inputs: TeacherInputs<B::InnerBackend>,
         passes: Passes,
@@ -652,7 +652,7 @@ where
     fn update(
         &mut self,
         rollout: &Rollout<B::InnerBackend>,
-        scored: &[ScoredSample],
+        scored: &[Scored],
         teacher_inputs: &TeacherInputs<B::InnerBackend>,
         times: &mut PhaseTimes,
     ) -> Result<Passes, TrainError> {
@@ -941,7 +941,7 @@ struct Passes {
 /// The samples as reprompting sees them.
 fn outcomes<'a, B: burn::tensor::backend::Backend>(
     rollout: &'a Rollout<B>,
-    scored: &'a [ScoredSample],
+    scored: &'a [Scored],
 ) -> Vec<SampleOutcome<'a>> {
     rollout
         .requests
@@ -962,7 +962,7 @@ fn outcomes<'a, B: burn::tensor::backend::Backend>(
 /// prompt (without it: not reprompted, no teacher prompt).
 fn sample_records<B: burn::tensor::backend::Backend>(
     rollout: &Rollout<B>,
-    scored: Vec<ScoredSample>,
+    scored: Vec<Scored>,
     teachers: Option<(&[bool], Vec<String>)>,
 ) -> Vec<SampleRecord> {
     let n = rollout.len();
