@@ -8,7 +8,7 @@
 //!   sampling, the distillation and policy losses and their gradients run in f32;
 //! - LoRA adapters stay f32: they are what the optimizer updates (f32 master weights and f32
 //!   AdamW state; in f16 its `eps = 1e-8` rounds to zero), and the adapter path of a projection
-//!   runs in f32 and is cast back ([`crate::lora::project`]).
+//!   runs in f32 and is cast back ([`crate::lora::LoraAdapter::forward`]).
 //!
 //! Burn's kernels do not promote mixed dtypes (a binary op reads both operands as the left
 //! one's dtype), so a dtype a device cannot run is refused up front by [`Precision::check`]

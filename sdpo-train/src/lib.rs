@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
+pub mod error;
 pub mod grad_norm;
 pub mod metrics_log;
 pub mod policy;

@@ -13,8 +13,8 @@ use sdpo_core::loss::{try_self_distillation_loss, DistillationBatch, ShapeError}
 use sdpo_core::policy::{blend, policy_loss, ClipRange};
 use sdpo_core::rollout_is::rollout_is_weights;
 use sdpo_core::{RolloutIs, SdpoConfig};
-use sdpo_models::arch::{CausalDecoder, CausalLm, KvCache, ModelConfig};
-use sdpo_models::lora::{LoraSet, WithLora};
+use sdpo_models::arch::{CausalDecoder, CausalLm, KvCache, ModelConfig, ProjectionDelta};
+use sdpo_models::lora::LoraSet;
 use sdpo_models::scoring::{response_log_probs, response_logits, ScoringError};
 
 /// The trained module: a causal LM, with its weights trained directly, or frozen under an
@@ -42,6 +42,8 @@ impl<B: Backend> Policy<B> {
     }
 }
 
+/// The policy runs the model's one forward ([`CausalLm::forward_hidden_with`]) with its
+/// adapters, if any, as the projections' additive term.
 impl<B: Backend> CausalDecoder<B> for Policy<B> {
     fn model_config(&self) -> &ModelConfig {
         &self.lm.config
@@ -54,25 +56,13 @@ impl<B: Backend> CausalDecoder<B> for Policy<B> {
         positions: Tensor<B, 2, Int>,
         cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
-        match &self.lora {
-            Some(lora) => WithLora {
-                base: &self.lm,
-                lora,
-            }
-            .decode_hidden(ids, key_mask, positions, cache),
-            None => self.lm.decode_hidden(ids, key_mask, positions, cache),
-        }
+        let delta = self.lora.as_ref().map(|l| l as &dyn ProjectionDelta<B>);
+        self.lm
+            .forward_hidden_with(ids, key_mask, positions, cache, delta)
     }
 
     fn decode_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.lora {
-            Some(lora) => WithLora {
-                base: &self.lm,
-                lora,
-            }
-            .decode_logits(hidden),
-            None => self.lm.decode_logits(hidden),
-        }
+        self.lm.logits_from_hidden(hidden)
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sdpo_core::ChatMessage;
 use sdpo_models::{Tokenizer, TokenizerError};
 
-use crate::trainer::TrainError;
+use crate::error::TrainError;
 
 /// The conversions between chat messages, token ids and text that rollouts and teachers need.
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use sdpo_models::arch::CausalDecoder;
 use sdpo_models::generate::{generate, left_pad, Generation, SamplerRng, SamplingParams};
 use sdpo_models::scoring::concat_prompt_response;
 
+use crate::error::TrainError;
 use crate::prompts::Prompts;
-use crate::trainer::TrainError;
 
 /// What one sample is drawn for.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,9 +10,9 @@ use sdpo_core::{RepromptTruncation, SdpoConfig};
 use sdpo_models::generate::left_pad;
 use sdpo_models::scoring::concat_prompt_response;
 
+use crate::error::TrainError;
 use crate::prompts::Prompts;
 use crate::rollout::Rollout;
-use crate::trainer::TrainError;
 
 /// The teacher's side of a generation batch.
 #[derive(Debug, Clone)]

@@ -27,21 +27,18 @@ use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Tensor};
 
-use sdpo_core::config::ConfigError;
 use sdpo_core::policy::group_advantages;
 use sdpo_core::reprompt::{plan_reprompts, RepromptPlan, SampleOutcome};
-use sdpo_core::teacher::TeacherUpdateError;
 use sdpo_core::{metrics as names, ChatMessage, RolloutIsLevel};
-use sdpo_models::generate::{sampler_rng, GenerationError, SamplerRng, SamplingParams};
+use sdpo_models::generate::{sampler_rng, SamplerRng, SamplingParams};
 use sdpo_models::lora::{materialize, LoraSet};
-use sdpo_models::scoring::ScoringError;
-use sdpo_models::{CausalLm, Precision, PrecisionError, Tokenizer, TokenizerError};
+use sdpo_models::{CausalLm, Precision, Tokenizer};
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::{OptimizerConfig, TrainConfig};
-use crate::dataset::{Dataset, DatasetError, PromptSampler, Row, SamplerState};
+use crate::dataset::{Dataset, PromptSampler, Row, SamplerState};
 use crate::metrics_log::{Metrics, MetricsWriter};
-use crate::policy::{Policy, StepError, StepSettings, TeacherSignal};
+use crate::policy::{Policy, StepSettings, TeacherSignal};
 use crate::prompts::Prompts;
 use crate::reward::{Rewards, Scored};
 use crate::rollout::{requests, Rollout};
@@ -53,66 +50,7 @@ use crate::teacher::{teacher_for, Teacher, TeacherWeights};
 use crate::teacher_inputs::TeacherInputs;
 use crate::updater::{old_log_probs, BatchSplit, UpdateOutcome, Updater};
 
-/// Why training could not go on. Every variant says what and where.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// The configuration is unusable.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A prompt, completion or teacher prompt could not be tokenized or rendered.
-    #[error("{context}: {source}")]
-    Tokenizer {
-        /// What was being tokenized (e.g. "dataset row 12 prompt").
-        context: String,
-        /// The tokenizer's error.
-        source: TokenizerError,
-    },
-    /// Sampling failed.
-    #[error("rollout: {0}")]
-    Generation(#[from] GenerationError),
-    /// A scoring pass rejected its inputs.
-    #[error("scoring: {0}")]
-    Scoring(#[from] ScoringError),
-    /// A training pass could not be evaluated.
-    #[error("training step: {0}")]
-    Step(#[from] StepError),
-    /// The dataset or its sampler is unusable.
-    #[error(transparent)]
-    Dataset(#[from] DatasetError),
-    /// A teacher prompt is longer than `max_reprompt_len` with `reprompt_truncation: "error"`.
-    #[error("teacher prompt of sample {sample} has {len} tokens, more than max_reprompt_len = {max} (reprompt_truncation is \"error\")")]
-    RepromptTooLong {
-        /// Sample index in the generation batch.
-        sample: usize,
-        /// Its length in tokens.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The device cannot run the configured precision.
-    #[error(transparent)]
-    Precision(#[from] PrecisionError),
-    /// The teacher could not be updated from the student.
-    #[error("teacher update: {0}")]
-    Teacher(#[from] TeacherUpdateError),
-    /// A checkpoint could not be written or read.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// A dataset row index past the end.
-    #[error("dataset row {row} does not exist (the dataset has {len} rows)")]
-    RowOutOfRange {
-        /// The index asked for.
-        row: usize,
-        /// Rows in the dataset.
-        len: usize,
-    },
-    /// The LoRA configuration does not fit the model.
-    #[error("lora: {0}")]
-    Lora(String),
-    /// The rewards could not be built.
-    #[error("rewards: {0}")]
-    Rewards(#[from] crate::reward::RewardBuildError),
-}
+pub use crate::error::TrainError;
 
 /// One sample of a step, for logs, examples and test-time self-distillation.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,9 +17,9 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use sdpo_models::arch::CausalDecoder;
 use sdpo_models::scoring::{response_log_probs, response_logits};
 
+use crate::error::TrainError;
 use crate::grad_norm::{clip_global_norm, global_norm};
 use crate::policy::{Policy, StepItem};
-use crate::trainer::TrainError;
 
 /// How a generation batch is cut into updates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

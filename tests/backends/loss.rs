@@ -28,8 +28,14 @@ fn vals<Bk: burn::tensor::backend::Backend, const D: usize>(t: Tensor<Bk, D>) ->
 ///
 /// A value passes when `|ours − ref| ≤ 1e-5·|ref| + 1e-6·max(1, scale)` —
 /// 1e-5 relative as specified; the absolute floor covers results that are a
-/// cancellation of O(scale) terms (identical student and teacher give 1e-17 in
-/// float64 and ~1e-8 in float32, which is float32's epsilon times the terms) —
+/// cancellation of O(scale) terms. `scale` is the larger of the largest
+/// expected value and the largest |log-probability| in the inputs: float32
+/// rounds each log-probability to about ε·|log p| (1e-6 ≈ 8ε), and the loss is
+/// a difference of such values. Identical student and teacher give 1e-17 in
+/// float64 and exactly 0 where both sides run the same kernels (CPU, and the
+/// reference), but a few ε·|log p| where the student (under autodiff) and the
+/// teacher are fused into different kernels, as on a GPU (measured on
+/// lavapipe: 2.1e-6 with |log p| up to 19) —
 /// or when it is no further from the float64 value than twice the reference's
 /// own float32 result is. The latter is the only way ill-conditioned inputs
 /// can pass: a student whose top-k holds all but ~1e-6 of the mass has a tail
@@ -38,6 +44,18 @@ fn vals<Bk: burn::tensor::backend::Backend, const D: usize>(t: Tensor<Bk, D>) ->
 fn close(ours: f64, want: f64, torch_f32: f64, scale: f64) -> bool {
     let diff = (ours - want).abs();
     diff <= 1e-5 * want.abs() + 1e-6 * scale.max(1.0) || diff <= 2.0 * (torch_f32 - want).abs()
+}
+
+/// Largest |log-softmax| over the rows of `logits` (float64).
+fn max_abs_log_prob(logits: &[f64], vocab: usize) -> f64 {
+    logits
+        .chunks(vocab)
+        .map(|row| {
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+            row.iter().map(|x| (x - lse).abs()).fold(0.0, f64::max)
+        })
+        .fold(0.0, f64::max)
 }
 
 /// Smallest `1 − Σ_topk p` over the rows of `logits` (float64), clamped at
@@ -105,18 +123,23 @@ pub fn distillation_loss_matches_the_reference<T: Target>() {
         let (_, want_grad) = data.f64(&t("expected_grad_student_logits"));
         let (_, torch_grad) = data.f64(&t("torch_f32_grad_student_logits"));
         let (per_diff, per_scale) = max_abs_diff(&per, &want_per);
+        let (shape, student_f64) = data.f64(&t("student_logits"));
+        let (_, teacher_f64) = data.f64(&t("teacher_logits"));
+        let log_prob_scale =
+            max_abs_log_prob(&student_f64, shape[2]).max(max_abs_log_prob(&teacher_f64, shape[2]));
+        let value_scale = per_scale.max(log_prob_scale);
         let (grad_diff, grad_scale) = max_abs_diff(&grad, &want_grad);
         report.push(format!(
-            "{name} {:<13} loss {loss:>13.6e} want {want_loss:>13.6e} | per-token max diff {per_diff:.1e} (scale {per_scale:.1e}) | grad max diff {grad_diff:.1e} (scale {grad_scale:.1e})",
+            "{name} {:<13} loss {loss:>13.6e} want {want_loss:>13.6e} | per-token max diff {per_diff:.1e} (scale {per_scale:.1e}, |log p| ≤ {log_prob_scale:.1e}) | grad max diff {grad_diff:.1e} (scale {grad_scale:.1e})",
             case["kind"].as_str().unwrap()
         ));
-        if !close(loss, want_loss, torch_loss, per_scale) {
+        if !close(loss, want_loss, torch_loss, value_scale) {
             failures.push(format!(
                 "{name}: loss {loss} vs {want_loss} (torch f32 {torch_loss})"
             ));
         }
         for (i, ((o, w), tf)) in per.iter().zip(&want_per).zip(&torch_per).enumerate() {
-            if !close(*o, *w, *tf, per_scale) {
+            if !close(*o, *w, *tf, value_scale) {
                 failures.push(format!(
                     "{name}: per-token[{i}] {o} vs {w} (torch f32 {tf})"
                 ));
@@ -129,8 +152,7 @@ pub fn distillation_loss_matches_the_reference<T: Target>() {
         // is about eps/(1 − Σp) relative, for the reference as for us.
         let tail_noise = match cfg.support() {
             DistillationSupport::TopKTail(k) => {
-                let (shape, logits) = data.f64(&t("student_logits"));
-                8.0 * f32::EPSILON as f64 / min_tail_mass(&logits, shape[2], k)
+                8.0 * f32::EPSILON as f64 / min_tail_mass(&student_f64, shape[2], k)
             }
             _ => 0.0,
         };

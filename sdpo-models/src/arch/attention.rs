@@ -8,9 +8,9 @@ use burn::tensor::{backend::Backend, Bool, Device, Tensor};
 
 use super::cache::KvCache;
 use super::config::ModelConfig;
+use super::delta::{project, LayerDelta, Projection};
 use super::norm::RmsNorm;
 use super::rope::apply_rotary;
-use crate::lora::{project, AttentionLora};
 
 /// Self-attention, field names as in HF checkpoints (`self_attn.q_proj`, ...).
 #[derive(Module, Debug)]
@@ -77,8 +77,8 @@ impl<B: Backend> Attention<B> {
         self.forward_with(x, cos, sin, mask, cache, None)
     }
 
-    /// [`Attention::forward`] with optional LoRA adapters on the projections
-    /// (`y = W x + adapter(x)` for each adapted one).
+    /// [`Attention::forward`] with an optional additive term on the projections
+    /// (`y = x·W + b + Δ(x)`, e.g. LoRA adapters).
     ///
     /// # Shapes
     /// As in [`Attention::forward`].
@@ -89,23 +89,14 @@ impl<B: Backend> Attention<B> {
         sin: &Tensor<B, 4>,
         mask: &Tensor<B, 4, Bool>,
         cache: Option<(&mut KvCache<B>, usize)>,
-        lora: Option<&AttentionLora<B>>,
+        delta: Option<LayerDelta<'_, B>>,
     ) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let (nq, nkv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let heads = |t: Tensor<B, 3>, n: usize| t.reshape([batch, seq, n, d]).swap_dims(1, 2);
-        let (lq, lk, lv, lo) = match lora {
-            Some(l) => (
-                l.q_proj.as_ref(),
-                l.k_proj.as_ref(),
-                l.v_proj.as_ref(),
-                l.o_proj.as_ref(),
-            ),
-            None => (None, None, None, None),
-        };
-        let mut q = heads(project(&self.q_proj, lq, x.clone()), nq);
-        let mut k = heads(project(&self.k_proj, lk, x.clone()), nkv);
-        let mut v = heads(project(&self.v_proj, lv, x), nkv);
+        let mut q = heads(project(&self.q_proj, Projection::Q, delta, x.clone()), nq);
+        let mut k = heads(project(&self.k_proj, Projection::K, delta, x.clone()), nkv);
+        let mut v = heads(project(&self.v_proj, Projection::V, delta, x), nkv);
         if let Some(norm) = &self.q_norm {
             q = norm.forward(q);
         }
@@ -129,7 +120,8 @@ impl<B: Backend> Attention<B> {
         let out = attention(q, k, v, Some(mask), None, options);
         project(
             &self.o_proj,
-            lo,
+            Projection::O,
+            delta,
             out.swap_dims(1, 2).reshape([batch, seq, nq * d]),
         )
     }

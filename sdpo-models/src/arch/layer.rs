@@ -1,14 +1,15 @@
 //! One pre-norm decoder layer.
 
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::{backend::Backend, Bool, Device, Tensor};
 
 use super::attention::Attention;
 use super::cache::KvCache;
 use super::config::ModelConfig;
+use super::delta::{LayerDelta, Projection};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
-use crate::lora::LayerLora;
 
 /// `x + attn(norm(x))`, then `x + mlp(norm(x))`; field names as in HF checkpoints.
 #[derive(Module, Debug)]
@@ -48,7 +49,8 @@ impl<B: Backend> DecoderLayer<B> {
         self.forward_with(x, cos, sin, mask, cache, None)
     }
 
-    /// [`DecoderLayer::forward`] with optional LoRA adapters for this layer.
+    /// [`DecoderLayer::forward`] with an optional additive term on this layer's projections
+    /// (e.g. LoRA).
     ///
     /// # Shapes
     /// As in [`DecoderLayer::forward`].
@@ -59,7 +61,7 @@ impl<B: Backend> DecoderLayer<B> {
         sin: &Tensor<B, 4>,
         mask: &Tensor<B, 4, Bool>,
         cache: Option<(&mut KvCache<B>, usize)>,
-        lora: Option<&LayerLora<B>>,
+        delta: Option<LayerDelta<'_, B>>,
     ) -> Tensor<B, 3> {
         let h = self.self_attn.forward_with(
             self.input_layernorm.forward(x.clone()),
@@ -67,13 +69,40 @@ impl<B: Backend> DecoderLayer<B> {
             sin,
             mask,
             cache,
-            lora.map(|l| &l.self_attn),
+            delta,
         );
         let x = x.add(h);
-        let h = self.mlp.forward_with(
-            self.post_attention_layernorm.forward(x.clone()),
-            lora.map(|l| &l.mlp),
-        );
+        let h = self
+            .mlp
+            .forward_with(self.post_attention_layernorm.forward(x.clone()), delta);
         x.add(h)
+    }
+
+    /// The linear layer of `projection`.
+    pub fn projection(&self, projection: Projection) -> &Linear<B> {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        match projection {
+            Projection::Q => &a.q_proj,
+            Projection::K => &a.k_proj,
+            Projection::V => &a.v_proj,
+            Projection::O => &a.o_proj,
+            Projection::Gate => &m.gate_proj,
+            Projection::Up => &m.up_proj,
+            Projection::Down => &m.down_proj,
+        }
+    }
+
+    /// Mutable access to the linear layer of `projection`.
+    pub fn projection_mut(&mut self, projection: Projection) -> &mut Linear<B> {
+        let (a, m) = (&mut self.self_attn, &mut self.mlp);
+        match projection {
+            Projection::Q => &mut a.q_proj,
+            Projection::K => &mut a.k_proj,
+            Projection::V => &mut a.v_proj,
+            Projection::O => &mut a.o_proj,
+            Projection::Gate => &mut m.gate_proj,
+            Projection::Up => &mut m.up_proj,
+            Projection::Down => &mut m.down_proj,
+        }
     }
 }

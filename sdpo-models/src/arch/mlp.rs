@@ -5,7 +5,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{activation::silu, backend::Backend, Device, Tensor};
 
 use super::config::ModelConfig;
-use crate::lora::{project, MlpLora};
+use super::delta::{project, LayerDelta, Projection};
 
 /// `down_proj(silu(gate_proj(x)) * up_proj(x))`, field names as in HF checkpoints.
 #[derive(Module, Debug)]
@@ -39,20 +39,13 @@ impl<B: Backend> Mlp<B> {
         self.forward_with(x, None)
     }
 
-    /// [`Mlp::forward`] with optional LoRA adapters on the projections.
+    /// [`Mlp::forward`] with an optional additive term on the projections (e.g. LoRA).
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
-    pub fn forward_with(&self, x: Tensor<B, 3>, lora: Option<&MlpLora<B>>) -> Tensor<B, 3> {
-        let (lg, lu, ld) = match lora {
-            Some(l) => (
-                l.gate_proj.as_ref(),
-                l.up_proj.as_ref(),
-                l.down_proj.as_ref(),
-            ),
-            None => (None, None, None),
-        };
-        let gate = silu(project(&self.gate_proj, lg, x.clone()));
-        project(&self.down_proj, ld, gate.mul(project(&self.up_proj, lu, x)))
+    pub fn forward_with(&self, x: Tensor<B, 3>, delta: Option<LayerDelta<'_, B>>) -> Tensor<B, 3> {
+        let gate = silu(project(&self.gate_proj, Projection::Gate, delta, x.clone()));
+        let up = project(&self.up_proj, Projection::Up, delta, x);
+        project(&self.down_proj, Projection::Down, delta, gate.mul(up))
     }
 }

@@ -6,10 +6,10 @@ use burn::tensor::{backend::Backend, Bool, DType, Device, FloatDType, Int, Tenso
 
 use super::cache::KvCache;
 use super::config::ModelConfig;
+use super::delta::{LayerDelta, ProjectionDelta};
 use super::layer::DecoderLayer;
 use super::norm::RmsNorm;
 use super::rope::{inv_freq, RotaryEmbedding};
-use crate::lora::LoraSet;
 
 /// The transformer body (`model.*` in HF checkpoints).
 #[derive(Module, Debug)]
@@ -100,9 +100,13 @@ impl<B: Backend> CausalLm<B> {
         self.forward_hidden_with(ids, key_mask, positions, cache, None)
     }
 
-    /// [`CausalLm::forward_hidden`] with an optional LoRA adapter set applied on top of this
-    /// model's weights (which are only read: any number of sets can share one base). The set
-    /// must fit this model ([`LoraSet::check_compatible`]); layer `N` uses `lora.layers[N]`.
+    /// [`CausalLm::forward_hidden`] with an optional additive term on every decoder layer's
+    /// projections, e.g. a LoRA adapter set ([`crate::lora::LoraSet`]). This model's weights
+    /// are only read: any number of deltas can share one base. A delta must fit this model
+    /// (for LoRA: [`LoraSet::check_compatible`](crate::lora::LoraSet::check_compatible)).
+    ///
+    /// This is the one forward every decoder runs ([`CausalLm`] itself, the LoRA views and
+    /// the trainer's policy); see `docs/ARCHITECTURE.md`.
     ///
     /// # Shapes
     /// As in [`CausalLm::forward_hidden`].
@@ -112,7 +116,7 @@ impl<B: Backend> CausalLm<B> {
         key_mask: Tensor<B, 2, Bool>,
         positions: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
-        lora: Option<&LoraSet<B>>,
+        delta: Option<&dyn ProjectionDelta<B>>,
     ) -> Tensor<B, 3> {
         let seq = ids.dims()[1];
         let mut x = self.model.embed_tokens.forward(ids);
@@ -120,8 +124,8 @@ impl<B: Backend> CausalLm<B> {
         let mask = attention_mask(key_mask, seq, self.config.sliding_window);
         for (i, layer) in self.model.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            let layer_lora = lora.and_then(|l| l.layers.get(i));
-            x = layer.forward_with(x, &cos, &sin, &mask, layer_cache, layer_lora);
+            let layer_delta = delta.map(|delta| LayerDelta { delta, layer: i });
+            x = layer.forward_with(x, &cos, &sin, &mask, layer_cache, layer_delta);
         }
         self.model.norm.forward(x)
     }

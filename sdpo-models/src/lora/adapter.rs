@@ -7,9 +7,8 @@ use burn::tensor::{backend::Backend, Device, FloatDType, Tensor};
 
 use super::config::LoraConfig;
 use super::error::LoraError;
-use crate::arch::layer::DecoderLayer;
 use crate::arch::linear;
-use crate::arch::{CausalLm, ModelConfig};
+use crate::arch::{CausalLm, ModelConfig, Projection, ProjectionDelta};
 
 /// A low-rank update of one projection: `delta(x) = scale · B(A(dropout(x)))`.
 ///
@@ -53,11 +52,20 @@ impl<B: Backend> LoraAdapter<B> {
         }
     }
 
-    /// The adapter's contribution to the projection's output.
+    /// The adapter's contribution to the projection's output, in `x`'s dtype.
+    ///
+    /// The adapter runs in its own weights' dtype: with a half-precision base and f32
+    /// adapters (see [`crate::precision`]) `x` is cast to f32 and the result back.
     ///
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let adapter_dtype = self.lora_a.weight.val().dtype();
+        if dtype != adapter_dtype {
+            let delta = self.forward(x.cast(FloatDType::from(adapter_dtype)));
+            return delta.cast(FloatDType::from(dtype));
+        }
         let h = linear(&self.lora_a, self.dropout.forward(x));
         linear(&self.lora_b, h).mul_scalar(self.scale)
     }
@@ -69,35 +77,6 @@ impl<B: Backend> LoraAdapter<B> {
             .val()
             .matmul(self.lora_b.weight.val())
             .mul_scalar(self.scale)
-    }
-}
-
-/// `base(x) + adapter(x)`, or `base(x)` when the projection has no adapter.
-///
-/// The base projection runs as one 2-D matrix product over all leading dimensions
-/// ([`crate::arch::linear`]).
-///
-/// # Shapes
-/// - `x`: `[..., in]` → `[..., out]`
-pub fn project<B: Backend, const D: usize>(
-    base: &Linear<B>,
-    adapter: Option<&LoraAdapter<B>>,
-    x: Tensor<B, D>,
-) -> Tensor<B, D> {
-    match adapter {
-        Some(adapter) => {
-            let dtype = x.dtype();
-            let adapter_dtype = adapter.lora_a.weight.val().dtype();
-            if dtype == adapter_dtype {
-                linear(base, x.clone()).add(adapter.forward(x))
-            } else {
-                // A half-precision base with f32 adapters (see `crate::precision`): the adapter
-                // path runs in the adapters' dtype and is cast back.
-                let delta = adapter.forward(x.clone().cast(FloatDType::from(adapter_dtype)));
-                linear(base, x).add(delta.cast(FloatDType::from(dtype)))
-            }
-        }
-        None => linear(base, x),
     }
 }
 
@@ -135,51 +114,19 @@ pub struct LayerLora<B: Backend> {
 }
 
 impl<B: Backend> LayerLora<B> {
-    /// The adapter on the projection called `module` (`q_proj`, ..., `down_proj`), if any.
-    pub fn adapter(&self, module: &str) -> Option<&LoraAdapter<B>> {
-        match module {
-            "q_proj" => self.self_attn.q_proj.as_ref(),
-            "k_proj" => self.self_attn.k_proj.as_ref(),
-            "v_proj" => self.self_attn.v_proj.as_ref(),
-            "o_proj" => self.self_attn.o_proj.as_ref(),
-            "gate_proj" => self.mlp.gate_proj.as_ref(),
-            "up_proj" => self.mlp.up_proj.as_ref(),
-            "down_proj" => self.mlp.down_proj.as_ref(),
-            _ => None,
+    /// The adapter on `projection`, if that projection is targeted.
+    pub fn adapter(&self, projection: Projection) -> Option<&LoraAdapter<B>> {
+        let (a, m) = (&self.self_attn, &self.mlp);
+        match projection {
+            Projection::Q => a.q_proj.as_ref(),
+            Projection::K => a.k_proj.as_ref(),
+            Projection::V => a.v_proj.as_ref(),
+            Projection::O => a.o_proj.as_ref(),
+            Projection::Gate => m.gate_proj.as_ref(),
+            Projection::Up => m.up_proj.as_ref(),
+            Projection::Down => m.down_proj.as_ref(),
         }
     }
-}
-
-/// The seven projections of a decoder layer as `(name, path inside the layer, linear)`.
-pub(crate) fn projections<B: Backend>(
-    layer: &DecoderLayer<B>,
-) -> [(&'static str, &'static str, &Linear<B>); 7] {
-    let (a, m) = (&layer.self_attn, &layer.mlp);
-    [
-        ("q_proj", "self_attn.q_proj", &a.q_proj),
-        ("k_proj", "self_attn.k_proj", &a.k_proj),
-        ("v_proj", "self_attn.v_proj", &a.v_proj),
-        ("o_proj", "self_attn.o_proj", &a.o_proj),
-        ("gate_proj", "mlp.gate_proj", &m.gate_proj),
-        ("up_proj", "mlp.up_proj", &m.up_proj),
-        ("down_proj", "mlp.down_proj", &m.down_proj),
-    ]
-}
-
-/// Mutable access to the seven projections, named as in [`projections`].
-pub(crate) fn projections_mut<B: Backend>(
-    layer: &mut DecoderLayer<B>,
-) -> [(&'static str, &mut Linear<B>); 7] {
-    let (a, m) = (&mut layer.self_attn, &mut layer.mlp);
-    [
-        ("q_proj", &mut a.q_proj),
-        ("k_proj", &mut a.k_proj),
-        ("v_proj", &mut a.v_proj),
-        ("o_proj", &mut a.o_proj),
-        ("gate_proj", &mut m.gate_proj),
-        ("up_proj", &mut m.up_proj),
-        ("down_proj", &mut m.down_proj),
-    ]
 }
 
 /// A set of LoRA adapters for every layer of one model architecture, and nothing else: the
@@ -212,23 +159,23 @@ impl<B: Backend> LoraSet<B> {
         let (h, i) = (model.hidden_size, model.intermediate_size);
         let q = model.num_heads * model.head_dim;
         let kv = model.num_kv_heads * model.head_dim;
-        let adapter = |name: &str, d_in, d_out| {
+        let adapter = |projection: Projection, d_in, d_out| {
             config
-                .targets(name)
+                .targets(projection.name())
                 .then(|| LoraAdapter::new(d_in, d_out, config, device))
         };
         let layers = (0..model.num_layers)
             .map(|_| LayerLora {
                 self_attn: AttentionLora {
-                    q_proj: adapter("q_proj", h, q),
-                    k_proj: adapter("k_proj", h, kv),
-                    v_proj: adapter("v_proj", h, kv),
-                    o_proj: adapter("o_proj", q, h),
+                    q_proj: adapter(Projection::Q, h, q),
+                    k_proj: adapter(Projection::K, h, kv),
+                    v_proj: adapter(Projection::V, h, kv),
+                    o_proj: adapter(Projection::O, q, h),
                 },
                 mlp: MlpLora {
-                    gate_proj: adapter("gate_proj", h, i),
-                    up_proj: adapter("up_proj", h, i),
-                    down_proj: adapter("down_proj", i, h),
+                    gate_proj: adapter(Projection::Gate, h, i),
+                    up_proj: adapter(Projection::Up, h, i),
+                    down_proj: adapter(Projection::Down, i, h),
                 },
             })
             .collect();
@@ -258,11 +205,11 @@ impl<B: Backend> LoraSet<B> {
             });
         }
         for (n, (layer, lora)) in base.model.layers.iter().zip(&self.layers).enumerate() {
-            for (name, path, linear) in projections(layer) {
-                let Some(adapter) = lora.adapter(name) else {
+            for projection in Projection::ALL {
+                let Some(adapter) = lora.adapter(projection) else {
                     continue;
                 };
-                let [d_in, d_out] = linear.weight.lazy_shape().dims();
+                let [d_in, d_out] = layer.projection(projection).weight.lazy_shape().dims();
                 let a = adapter.lora_a.weight.lazy_shape().to_vec();
                 let rank = a.get(1).copied().unwrap_or(0);
                 let b = adapter.lora_b.weight.lazy_shape().to_vec();
@@ -272,7 +219,7 @@ impl<B: Backend> LoraSet<B> {
                 ] {
                     if expected != found {
                         return Err(LoraError::Incompatible {
-                            tensor: format!("layers.{n}.{path}.{which}.weight"),
+                            tensor: format!("layers.{n}.{}.{which}.weight", projection.path()),
                             expected,
                             found,
                         });
@@ -281,6 +228,15 @@ impl<B: Backend> LoraSet<B> {
             }
         }
         Ok(())
+    }
+}
+
+/// A set applies as the additive term of every adapted projection: `Δ(x) = scale · B(A(x))`
+/// (layer `N` uses `layers[N]`).
+impl<B: Backend> ProjectionDelta<B> for LoraSet<B> {
+    fn delta(&self, layer: usize, projection: Projection, x: Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+        let adapter = self.layers.get(layer)?.adapter(projection)?;
+        Some(adapter.forward(x))
     }
 }
 
@@ -358,11 +314,11 @@ mod tests {
         let set = LoraSet::<B>::new(&config, &model, &Default::default()).unwrap();
         assert_eq!(set.layers.len(), 3);
         let l = &set.layers[0];
-        assert!(l.adapter("q_proj").is_none() && l.adapter("gate_proj").is_none());
-        let v = l.adapter("v_proj").unwrap();
+        assert!(l.adapter(Projection::Q).is_none() && l.adapter(Projection::Gate).is_none());
+        let v = l.adapter(Projection::V).unwrap();
         assert_eq!(v.lora_a.weight.lazy_shape().to_vec(), vec![8, 2]);
         assert_eq!(v.lora_b.weight.lazy_shape().to_vec(), vec![2, 4]);
-        let d = l.adapter("down_proj").unwrap();
+        let d = l.adapter(Projection::Down).unwrap();
         assert_eq!(d.lora_a.weight.lazy_shape().to_vec(), vec![12, 2]);
         assert_eq!(d.lora_b.weight.lazy_shape().to_vec(), vec![2, 8]);
         let base = CausalLm::<B>::new(&model, &Default::default());

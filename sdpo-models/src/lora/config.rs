@@ -3,17 +3,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::LoraError;
+use crate::arch::Projection;
 
 /// The projections a LoRA adapter can target, by their Hugging Face module names (PEFT's
 /// `target_modules` vocabulary for Llama / Qwen models).
 pub const TARGET_MODULES: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
+    Projection::Q.name(),
+    Projection::K.name(),
+    Projection::V.name(),
+    Projection::O.name(),
+    Projection::Gate.name(),
+    Projection::Up.name(),
+    Projection::Down.name(),
 ];
 
 /// LoRA hyper-parameters, the fields PEFT's `LoraConfig` calls `r`, `lora_alpha`,

@@ -2,10 +2,10 @@
 
 use burn::tensor::backend::Backend;
 
-use super::adapter::{projections_mut, LoraSet};
+use super::adapter::LoraSet;
 use super::error::LoraError;
 use super::size::materialize;
-use crate::arch::CausalLm;
+use crate::arch::{CausalLm, Projection};
 
 /// A copy of `base` with every adapted projection's weight replaced by
 /// `W + scale · A·B` (Burn's `[in, out]` layout; biases are not adapted). Its logits equal
@@ -23,10 +23,11 @@ pub fn merge<B: Backend>(base: &CausalLm<B>, lora: &LoraSet<B>) -> Result<Causal
     materialize(base);
     let mut merged = base.clone();
     for (layer, adapters) in merged.model.layers.iter_mut().zip(&lora.layers) {
-        for (name, linear) in projections_mut(layer) {
-            let Some(adapter) = adapters.adapter(name) else {
+        for projection in Projection::ALL {
+            let Some(adapter) = adapters.adapter(projection) else {
                 continue;
             };
+            let linear = layer.projection_mut(projection);
             let delta = adapter.delta_weight().detach();
             linear.weight = linear.weight.clone().map(|w| {
                 let require_grad = w.is_require_grad();

@@ -45,7 +45,7 @@ mod peft;
 mod size;
 mod view;
 
-pub use adapter::{project, AttentionLora, LayerLora, LoraAdapter, LoraSet, MlpLora};
+pub use adapter::{AttentionLora, LayerLora, LoraAdapter, LoraSet, MlpLora};
 pub use config::{LoraConfig, TARGET_MODULES};
 pub use error::LoraError;
 pub use merge::merge;

@@ -6,7 +6,7 @@ use burn::tensor::{backend::Backend, Bool, Int, Tensor};
 
 use super::adapter::LoraSet;
 use super::error::LoraError;
-use crate::arch::{CausalDecoder, CausalLm, KvCache, ModelConfig};
+use crate::arch::{CausalDecoder, CausalLm, KvCache, ModelConfig, ProjectionDelta};
 
 /// A base model seen through one adapter set, without copying either: the student, a
 /// LoRA-EMA teacher and the sampler can all be `WithLora` views of the same frozen base with
@@ -67,8 +67,9 @@ impl<B: Backend> CausalDecoder<B> for WithLora<'_, B> {
         positions: Tensor<B, 2, Int>,
         cache: Option<&mut KvCache<B>>,
     ) -> Tensor<B, 3> {
+        let delta: &dyn ProjectionDelta<B> = self.lora;
         self.base
-            .forward_hidden_with(ids, key_mask, positions, cache, Some(self.lora))
+            .forward_hidden_with(ids, key_mask, positions, cache, Some(delta))
     }
 
     fn decode_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 3> {
