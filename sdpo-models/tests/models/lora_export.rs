@@ -15,10 +15,9 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use sdpo_models::arch::{self, Projection, ProjectionDelta};
 use sdpo_models::export::{export_hf_dir, ExportError};
-use sdpo_models::lora::{
-    merge, project, LoraConfig, LoraError, LoraSet, WithLora, ADAPTER_WEIGHTS,
-};
+use sdpo_models::lora::{merge, LoraConfig, LoraError, LoraSet, WithLora, ADAPTER_WEIGHTS};
 use sdpo_models::{load_hf_dir, Tokenizer};
 
 use crate::lora_fixtures::*;
@@ -45,7 +44,9 @@ fn adapted_projection_matches_a_hand_computed_reference() {
     let device = Default::default();
     B::seed(&device, 3);
     let x = Tensor::<B, 3>::random([1, 2, 64], Distribution::Uniform(-1.0, 1.0), &device);
-    let got = values(project(linear, Some(adapter), x.clone()));
+    // The adapted projection as the model runs it: the base product plus the set's delta.
+    let delta = lora.delta(1, Projection::Q, x.clone()).unwrap();
+    let got = values(arch::linear(linear, x.clone()).add(delta));
 
     let xs = values(x);
     let w = values(linear.weight.val()); // [in, out]
