@@ -109,6 +109,13 @@ impl Golden {
 }
 
 /// Largest `|a − b|` and the largest `|b|`.
+/// `log_softmax(row)` in f64.
+pub fn log_softmax(row: &[f64]) -> Vec<f64> {
+    let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+    row.iter().map(|v| v - lse).collect()
+}
+
 pub fn max_abs_diff(a: &[f64], b: &[f64]) -> (f64, f64) {
     assert_eq!(a.len(), b.len());
     let diff = a

@@ -26,7 +26,7 @@ use sdpo::models::scoring::{
 };
 use sdpo::models::{load_hf_dir, CausalDecoder, CausalLm, KvCache};
 
-use crate::common::{host_f32, host_i64, serial};
+use crate::common::{self, host_f32, host_i64, serial};
 use crate::lora_fixtures::fixture;
 use crate::Target;
 
@@ -46,12 +46,10 @@ fn prompts(lengths: &[usize], vocab: u32, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// `log_softmax(row / t)` in f64.
-fn log_softmax(row: &[f32], t: f64) -> Vec<f64> {
-    let x: Vec<f64> = row.iter().map(|&v| f64::from(v) / t).collect();
-    let max = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let lse = max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
-    x.iter().map(|v| v - lse).collect()
+/// `log_softmax(row)` of f32 logits, in f64.
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let row: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+    common::log_softmax(&row)
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -105,7 +103,7 @@ fn greedy_with_penalty_by_recomputation<B: Backend>(
             apply_repetition_penalty(&mut last, seq, penalty);
             let id = argmax(&last);
             tokens[r].push(id as u32);
-            log_probs[r].push(log_softmax(&last, 1.0)[id]);
+            log_probs[r].push(log_softmax(&last)[id]);
             seq.push(id as u32);
         }
     }
@@ -524,7 +522,7 @@ pub fn response_log_probs_equal_log_softmax_and_gather<B: Target>() {
     let tokens = host_i64(response_ids.clone());
     let got = host_f32(response_log_probs(logits, response_ids));
     for cell in 0..batch * r {
-        let want = log_softmax(&host[cell * vocab..(cell + 1) * vocab], 1.0)[tokens[cell] as usize];
+        let want = log_softmax(&host[cell * vocab..(cell + 1) * vocab])[tokens[cell] as usize];
         assert!((f64::from(got[cell]) - want).abs() < 1e-5, "cell {cell}");
     }
 }

@@ -51,9 +51,8 @@ fn max_abs_log_prob(logits: &[f64], vocab: usize) -> f64 {
     logits
         .chunks(vocab)
         .map(|row| {
-            let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let lse = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
-            row.iter().map(|x| (x - lse).abs()).fold(0.0, f64::max)
+            let log_p = common::log_softmax(row);
+            log_p.into_iter().map(f64::abs).fold(0.0, f64::max)
         })
         .fold(0.0, f64::max)
 }
