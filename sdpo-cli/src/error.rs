@@ -12,7 +12,8 @@ use sdpo_train::dataset::DatasetError;
 use sdpo_train::reward::RewardBuildError;
 use sdpo_train::TrainError;
 
-/// Why a command failed. `main` prints it with its cause chain and exits with status 1.
+/// Why a command failed. `main` prints it with its cause chain and exits with
+/// [`CliError::exit_code`] (1, or 3 for a run interrupted by a signal after saving).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     /// A run config could not be read, parsed (file, line, column) or validated.
@@ -101,6 +102,14 @@ pub enum CliError {
     /// Export failed.
     #[error("export: {0}")]
     Export(#[from] ExportError),
+    /// A signal stopped training after a step; its checkpoint and the summary were written.
+    #[error("interrupted after step {step}: checkpoint and summary written; continue with `sdpo train --resume {}`", dir.display())]
+    Interrupted {
+        /// The run folder.
+        dir: PathBuf,
+        /// Steps done.
+        step: usize,
+    },
     /// The plot could not be drawn.
     #[error("plot {}: {message}", path.display())]
     Plot {
@@ -118,6 +127,17 @@ impl From<TrainError> for CliError {
 }
 
 impl CliError {
+    /// The process exit status for this error: [`EXIT_INTERRUPTED`] for
+    /// [`CliError::Interrupted`], 1 otherwise.
+    ///
+    /// [`EXIT_INTERRUPTED`]: crate::interrupt::EXIT_INTERRUPTED
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Interrupted { .. } => crate::interrupt::EXIT_INTERRUPTED,
+            _ => 1,
+        }
+    }
+
     /// An [`CliError::Io`] maker for `map_err`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> CliError {
         let path = path.into();

@@ -2,12 +2,14 @@
 //!
 //! `sdpo train` with no arguments trains the built-in model on the built-in sort-digits task on
 //! the CPU (no downloads) and writes a run folder; a RON file describes any other run (see
-//! [`run_config`]). Errors print as `error: ...` with their causes, exit status 1.
+//! [`run_config`]). Errors print as `error: ...` with their causes, exit status 1 (3: training
+//! stopped by Ctrl-C or SIGTERM after writing a checkpoint; see [`interrupt`]).
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod commands;
 pub mod error;
+pub mod interrupt;
 pub mod job;
 pub mod models;
 pub mod overrides;
@@ -15,6 +17,7 @@ pub mod plot;
 pub mod progress;
 pub mod run_config;
 pub mod run_dir;
+pub mod run_lock;
 
 use clap::{Parser, Subcommand};
 
@@ -116,7 +119,7 @@ fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("{}", report(&e));
-        std::process::exit(1);
+        std::process::exit(e.exit_code());
     }
 }
 

@@ -85,6 +85,7 @@ impl Node {
         let mut p = Parser {
             chars: text.chars().collect(),
             pos: 0,
+            depth: 0,
         };
         p.skip_ws()?;
         if p.peek() == Some('#') {
@@ -252,9 +253,15 @@ pub fn split_assignment(arg: &str) -> Result<(&str, &str), TreeError> {
     }
 }
 
+/// Deepest nesting of lists, maps, structs and tuples a value may have (a config needs a
+/// handful; the parser recurses, so unbounded nesting would overflow the stack).
+pub const MAX_DEPTH: usize = 64;
+
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+    /// Values being read, outermost first.
+    depth: usize,
 }
 
 impl Parser {
@@ -358,6 +365,16 @@ impl Parser {
     }
 
     fn value(&mut self) -> Result<Node, TreeError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.error(format!("nested deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth += 1;
+        let node = self.value_here();
+        self.depth -= 1;
+        node
+    }
+
+    fn value_here(&mut self) -> Result<Node, TreeError> {
         self.skip_ws()?;
         match self.peek() {
             None => Err(self.error("expected a value, found the end")),
@@ -630,6 +647,15 @@ mod tests {
             cfg.set_path("a..b", n("1")),
             Err(TreeError::BadPath(_))
         ));
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+        let err = Node::parse(&deep).unwrap_err().to_string();
+        assert!(err.contains("nested deeper than 64"), "{err}");
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(Node::parse(&ok).is_ok());
     }
 
     #[test]

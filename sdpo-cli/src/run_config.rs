@@ -368,13 +368,56 @@ impl RunConfig {
         Ok(self)
     }
 
+    /// The settings a resumed run must share with the run it continues (`self`, the run
+    /// folder's config) that `resumed` changes, one `field: was X, now Y` each. Changing the
+    /// model, the data, the batch shape, the adapters, the teacher mode or the seed would mix
+    /// two runs in one folder; the step budget, learning rate, evaluation interval, backend
+    /// and checkpoint settings may change.
+    pub fn resume_conflicts(&self, resumed: &RunConfig) -> Vec<String> {
+        fn ron<T: Serialize>(v: &T) -> String {
+            ron::to_string(v).unwrap_or_else(|e| format!("<{e}>"))
+        }
+        let (a, b) = (self, resumed);
+        let fixed = [
+            ("model", ron(&a.model), ron(&b.model)),
+            ("task", ron(&a.effective_task()), ron(&b.effective_task())),
+            ("dataset", ron(&a.dataset), ron(&b.dataset)),
+            ("rewards", ron(&a.rewards), ron(&b.rewards)),
+            ("train_rows", ron(&a.train_rows), ron(&b.train_rows)),
+            ("eval.held_out", ron(&a.eval.held_out), ron(&b.eval.held_out)),
+            ("eval.dataset", ron(&a.eval.dataset), ron(&b.eval.dataset)),
+            (
+                "train.prompts_per_step",
+                ron(&a.train.prompts_per_step),
+                ron(&b.train.prompts_per_step),
+            ),
+            (
+                "train.num_generations",
+                ron(&a.train.num_generations),
+                ron(&b.train.num_generations),
+            ),
+            ("train.lora", ron(&a.train.lora), ron(&b.train.lora)),
+            (
+                "train.sdpo.teacher_mode",
+                ron(&a.train.sdpo.teacher_mode),
+                ron(&b.train.sdpo.teacher_mode),
+            ),
+            ("train.seed", ron(&a.train.seed), ron(&b.train.seed)),
+        ];
+        fixed
+            .into_iter()
+            .filter(|(_, x, y)| x != y)
+            .map(|(field, x, y)| format!("{field}: was {x}, now {y}"))
+            .collect()
+    }
+
     /// Checks the trainer settings and the contradictions between fields.
     ///
     /// # Errors
     /// [`CliError::Config`] from [`TrainConfig::validate`] (field names relative to `train`),
     /// or [`CliError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), CliError> {
-        self.train.validate()?;
+        self.train.validate().map_err(|e| e.within("train"))?;
         self.warm_start.validate()?;
         if self.task.is_some() && self.dataset.is_some() {
             return Err(CliError::Invalid {

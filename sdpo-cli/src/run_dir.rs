@@ -9,6 +9,7 @@
 //! RUN/checkpoints/      step-N/ folders and `latest`
 //! RUN/base_model.mpk    the warm-started built-in model training started from
 //! RUN/summary.json      before/after numbers and wall time
+//! RUN/.lock             held by the `sdpo train` writing the folder (see `run_lock`)
 //! ```
 //!
 //! With `--compare-grpo`, `RUN/sdpo/` and `RUN/grpo/` are run folders of this shape and
@@ -35,42 +36,6 @@ pub const SUMMARY: &str = "summary.json";
 pub const PLOT: &str = "plot.svg";
 /// Steps averaged for the "after" train reward.
 pub const LAST_STEPS: usize = 5;
-
-/// Chooses the folder for a new run, without creating it: `explicit` (which must not exist or
-/// be an empty folder), or the first unused `runs/run-N`.
-///
-/// # Errors
-/// [`CliError::RunFolder`] when `explicit` already holds files or is a file.
-pub fn new_run_dir(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
-    let dir = match explicit {
-        Some(dir) => {
-            if let Ok(mut entries) = std::fs::read_dir(dir) {
-                if entries.next().is_some() {
-                    return Err(CliError::RunFolder {
-                        path: dir.to_path_buf(),
-                        reason:
-                            "already holds files; pick another --out, or continue it with --resume"
-                                .into(),
-                    });
-                }
-            } else if dir.exists() {
-                return Err(CliError::RunFolder {
-                    path: dir.to_path_buf(),
-                    reason: "exists and is not a folder".into(),
-                });
-            }
-            dir.to_path_buf()
-        }
-        None => {
-            let runs = Path::new("runs");
-            (1..)
-                .map(|n| runs.join(format!("run-{n}")))
-                .find(|p| !p.exists())
-                .unwrap_or_else(|| runs.join("run"))
-        }
-    };
-    Ok(dir)
-}
 
 /// Writes `text` to `dir/name`, through a temporary file and a rename.
 ///
@@ -359,22 +324,5 @@ mod tests {
             "{}",
             summary.table()
         );
-    }
-
-    #[test]
-    fn an_explicit_run_dir_must_be_new_or_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("a");
-        std::fs::create_dir(&empty).unwrap();
-        assert_eq!(new_run_dir(Some(&empty)).unwrap(), empty);
-        std::fs::write(empty.join("x"), "1").unwrap();
-        let err = new_run_dir(Some(&empty)).unwrap_err().to_string();
-        assert!(err.contains("--resume"), "{err}");
-        let fresh = dir.path().join("b/c");
-        assert_eq!(new_run_dir(Some(&fresh)).unwrap(), fresh);
-        assert!(!fresh.exists(), "created only once the job is built");
-        let file = dir.path().join("f");
-        std::fs::write(&file, "1").unwrap();
-        assert!(new_run_dir(Some(&file)).is_err());
     }
 }

@@ -3,15 +3,22 @@
 //! checkpoint intact. A `latest` file (itself replaced by rename) names the newest one.
 //!
 //! Records (model, optimizer, teacher) are encoded with Burn's named MessagePack recorder at
-//! full precision, so a resumed run continues bit for bit.
+//! full precision, so a resumed run continues bit for bit. Every folder has a
+//! [`manifest`](manifest::Manifest) with each file's size and SHA-256; [`newest_intact`] picks
+//! the newest checkpoint whose files match it, saying which newer ones it skipped and why.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use burn::tensor::backend::Backend;
 use burn::tensor::Device;
+
+pub mod manifest;
+
+pub use manifest::{verify, Manifest, MANIFEST};
 
 /// File naming the newest checkpoint folder inside a checkpoints directory.
 pub const LATEST: &str = "latest";
@@ -37,6 +44,14 @@ pub enum CheckpointError {
         /// The recorder's message.
         message: String,
     },
+    /// A file is missing, truncated or damaged (it does not match the folder's manifest).
+    #[error("checkpoint {}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A file holds something other than what this run expects.
     #[error("checkpoint {}: {reason}", path.display())]
     Mismatch {
@@ -47,7 +62,7 @@ pub enum CheckpointError {
     },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
@@ -95,14 +110,39 @@ pub fn read_record<B: Backend, R: Record<B>>(
     })
 }
 
+/// `module` with `record` loaded. Burn's loader panics when the record's shapes differ from
+/// the module's; the panic is caught and returned as an error naming `file`.
+///
+/// # Errors
+/// [`CheckpointError::Mismatch`] naming `file` and Burn's message.
+pub fn load_into<B: Backend, M: Module<B>>(
+    module: M,
+    record: M::Record,
+    file: &Path,
+) -> Result<M, CheckpointError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| module.load_record(record))).map_err(
+        |payload| {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            CheckpointError::Mismatch {
+                path: file.to_path_buf(),
+                reason: format!("does not fit this model: {message}"),
+            }
+        },
+    )
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let mut f = fs::File::create(path).map_err(io(path))?;
     f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
 
-/// Writes `files` (name, bytes) as the folder `dir/name`, atomically, replacing an older folder
-/// of that name, and points `dir/latest` at it.
+/// Writes `files` (name, bytes) and their [`Manifest`] as the folder `dir/name`, atomically,
+/// replacing an older folder of that name, and points `dir/latest` at it.
 ///
 /// # Errors
 /// [`CheckpointError::Io`] naming the path that failed; the previous checkpoint is untouched.
@@ -121,6 +161,7 @@ pub fn write_checkpoint(
     for (file, bytes) in files {
         write_synced(&tmp.join(file), bytes)?;
     }
+    write_synced(&tmp.join(MANIFEST), &Manifest::of(files).to_bytes())?;
     if final_dir.exists() {
         let old = dir.join(format!("{name}.old-{}", std::process::id()));
         fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
@@ -139,21 +180,130 @@ pub fn write_checkpoint(
 /// The newest checkpoint folder under `dir` (named by `dir/latest`), if any.
 ///
 /// # Errors
-/// [`CheckpointError`] when `latest` names a folder that does not exist.
+/// [`CheckpointError`] when `latest` is empty or names a folder that does not exist.
 pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
     let latest = dir.join(LATEST);
     if !latest.exists() {
         return Ok(None);
     }
     let name = fs::read_to_string(&latest).map_err(io(&latest))?;
-    let path = dir.join(name.trim());
-    if !path.is_dir() {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(CheckpointError::Corrupt {
+            path: latest,
+            reason: "is empty (it should name the newest checkpoint folder, e.g. `step-20`)".into(),
+        });
+    }
+    let path = dir.join(name);
+    if !is_step_name(name) || !path.is_dir() {
         return Err(CheckpointError::Mismatch {
             path: latest,
-            reason: format!("names `{}`, which is not a checkpoint folder", name.trim()),
+            reason: format!("names `{name}`, which is not a checkpoint folder"),
         });
     }
     Ok(Some(path))
+}
+
+fn is_step_name(name: &str) -> bool {
+    name.strip_prefix("step-")
+        .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
+/// The `step-N` folders under `dir`, newest (largest N) first.
+///
+/// # Errors
+/// [`CheckpointError::Io`] when `dir` cannot be listed (a missing `dir` has none).
+pub fn step_folders(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut steps: Vec<(usize, PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(n) = name
+            .strip_prefix("step-")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            if entry.path().is_dir() {
+                steps.push((n, entry.path()));
+            }
+        }
+    }
+    steps.sort();
+    Ok(steps.into_iter().rev().map(|(_, p)| p).collect())
+}
+
+/// The checkpoint to resume from: the one `latest` names if its files match its manifest,
+/// else the newest `step-N` folder that does. Returns it (or `None` when there is no
+/// checkpoint at all) with one line per checkpoint passed over and why.
+///
+/// # Errors
+/// [`CheckpointError::Corrupt`] when checkpoints exist but none is intact (naming each).
+pub fn newest_intact(dir: &Path) -> Result<(Option<PathBuf>, Vec<String>), CheckpointError> {
+    let mut skipped = Vec::new();
+    let mut candidates = Vec::new();
+    match latest_checkpoint(dir) {
+        Ok(Some(p)) => candidates.push(p),
+        Ok(None) => {}
+        Err(e) => skipped.push(e.to_string()),
+    }
+    for p in step_folders(dir)? {
+        if !candidates.contains(&p) {
+            candidates.push(p);
+        }
+    }
+    let any = !candidates.is_empty();
+    for path in candidates {
+        match verify(&path) {
+            Ok(()) => {
+                if !skipped.is_empty() {
+                    skipped.push(format!("resuming from {} instead", path.display()));
+                }
+                return Ok((Some(path), skipped));
+            }
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    if any {
+        return Err(CheckpointError::Corrupt {
+            path: dir.to_path_buf(),
+            reason: format!("no intact checkpoint: {}", skipped.join("; ")),
+        });
+    }
+    Ok((None, skipped))
+}
+
+/// Removes what a killed process leaves in a checkpoints folder: `NAME.tmp-PID` and
+/// `NAME.old-PID` folders and `latest.tmp-PID` files. Call it only while holding the run
+/// (another live run could be writing them). Returns the paths removed.
+///
+/// # Errors
+/// [`CheckpointError::Io`] naming what could not be removed.
+pub fn remove_stale_temporaries(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !(name.contains(".tmp-") || name.contains(".old-")) {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            fs::remove_dir_all(&path).map_err(io(&path))?;
+        } else {
+            fs::remove_file(&path).map_err(io(&path))?;
+        }
+        removed.push(path);
+    }
+    Ok(removed)
 }
 
 /// Deletes all but the `keep` newest `step-N` folders under `dir`.
@@ -213,6 +363,48 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(newest_intact(d).unwrap(), (None, vec![]));
+        write_checkpoint(d, "step-1", &[("a", b"one".to_vec())]).unwrap();
+        write_checkpoint(d, "step-2", &[("a", b"two".to_vec())]).unwrap();
+        assert_eq!(newest_intact(d).unwrap().0.unwrap(), d.join("step-2"));
+        // Same size, other bytes: caught by the hash.
+        fs::write(d.join("step-2/a"), b"tw0").unwrap();
+        let (found, notes) = newest_intact(d).unwrap();
+        assert_eq!(found.unwrap(), d.join("step-1"));
+        assert!(
+            notes[0].contains("step-2/a") && notes[0].contains("SHA-256"),
+            "{notes:?}"
+        );
+        assert!(notes[1].contains("resuming from"), "{notes:?}");
+        // Truncated: caught by the size.
+        fs::write(d.join("step-1/a"), b"on").unwrap();
+        let err = newest_intact(d).unwrap_err().to_string();
+        assert!(err.contains("has 2 bytes, the manifest says 3"), "{err}");
+        // An empty `latest` is named, and the step folders are still tried.
+        write_checkpoint(d, "step-3", &[("a", b"3".to_vec())]).unwrap();
+        fs::write(d.join(LATEST), "").unwrap();
+        let (found, notes) = newest_intact(d).unwrap();
+        assert_eq!(found.unwrap(), d.join("step-3"));
+        assert!(notes[0].contains("is empty"), "{notes:?}");
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_checkpoint(d, "step-1", &[("a", b"one".to_vec())]).unwrap();
+        fs::create_dir(d.join("step-2.tmp-99999")).unwrap();
+        fs::write(d.join("latest.tmp-99999"), "step-2").unwrap();
+        let removed = remove_stale_temporaries(d).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(d.join("step-1").is_dir() && d.join(LATEST).is_file());
+        assert!(!d.join("step-2.tmp-99999").exists());
     }
 
     #[test]

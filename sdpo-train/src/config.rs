@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use sdpo_core::config::{parse_ron, read_config_file, to_pretty_ron, ConfigError};
 use sdpo_core::{RolloutIs, SdpoConfig, TeacherMode};
-use sdpo_models::generate::SamplingParams;
+use sdpo_models::generate::{GenerationError, SamplingParams};
 use sdpo_models::lora::LoraConfig;
 use sdpo_models::Precision;
 
@@ -140,7 +140,8 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// Seed of every random choice (sampling, shuffling, adapter init). Default 0.
     pub seed: u64,
-    /// Write a checkpoint every this many steps (0 = only at the end). Default 0.
+    /// Write a checkpoint every this many steps (0 = only at the end, or when interrupted).
+    /// Default 10.
     pub checkpoint_every: usize,
     /// Checkpoints kept on disk (older ones are deleted). Default 2.
     pub keep_checkpoints: usize,
@@ -148,6 +149,9 @@ pub struct TrainConfig {
     pub metrics_format: MetricsFormat,
     /// Warn when this many consecutive steps had no teacher signal or flat rewards. Default 5.
     pub warn_after_steps: usize,
+    /// Stop with an error when a reward has failed (errored, timed out, returned no finite
+    /// score) on every sample of this many consecutive steps; 0 = never stop. Default 3.
+    pub stop_after_failed_reward_steps: usize,
 }
 
 impl Default for TrainConfig {
@@ -170,10 +174,11 @@ impl Default for TrainConfig {
             lora: None,
             precision: Precision::F32,
             seed: 0,
-            checkpoint_every: 0,
+            checkpoint_every: 10,
             keep_checkpoints: 2,
             metrics_format: MetricsFormat::Jsonl,
             warn_after_steps: 5,
+            stop_after_failed_reward_steps: 3,
         }
     }
 }
@@ -186,6 +191,19 @@ fn invalid(field: &'static str, value: impl std::fmt::Debug, reason: &str) -> Co
     }
 }
 
+/// The config path of a [`SamplingParams`] field, for error messages.
+fn sampling_path(field: &'static str) -> &'static str {
+    match field {
+        "temperature" => "sampling.temperature",
+        "top_p" => "sampling.top_p",
+        "top_k" => "sampling.top_k",
+        "min_p" => "sampling.min_p",
+        "max_new_tokens" => "sampling.max_new_tokens",
+        "repetition_penalty" => "sampling.repetition_penalty",
+        _ => "sampling",
+    }
+}
+
 impl TrainConfig {
     /// Samples per generation batch.
     pub fn batch_size(&self) -> usize {
@@ -195,9 +213,10 @@ impl TrainConfig {
     /// Checks every field and the contradictions between them.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the field (`sdpo.` fields as in [`SdpoConfig::validate`]).
+    /// [`ConfigError::Invalid`] naming the field relative to this config (`sampling.top_p`), or
+    /// [`ConfigError::Nested`] for a field of `sdpo` (`sdpo.alpha`).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.sdpo.validate()?;
+        self.sdpo.validate().map_err(|e| e.within("sdpo"))?;
         if self.precision != Precision::F32 && self.lora.is_none() {
             return Err(invalid(
                 "precision",
@@ -284,8 +303,17 @@ impl TrainConfig {
                 "must be at least 1",
             ));
         }
-        if self.sampling.max_new_tokens == 0 {
-            return Err(invalid("sampling.max_new_tokens", 0, "must be at least 1"));
+        if let Err(GenerationError::InvalidParam {
+            field,
+            value,
+            expected,
+        }) = self.sampling.validate()
+        {
+            return Err(ConfigError::Invalid {
+                field: sampling_path(field),
+                value,
+                reason: format!("must be {expected}"),
+            });
         }
         if self.sdpo.teacher_mode == TeacherMode::LoraEma && self.lora.is_none() {
             return Err(invalid(

@@ -70,4 +70,15 @@ pub enum TrainError {
     /// The rewards could not be built.
     #[error("rewards: {0}")]
     Rewards(#[from] RewardBuildError),
+    /// A reward failed on every sample for `train.stop_after_failed_reward_steps` steps in a
+    /// row: training on all-zero scores would only teach noise.
+    #[error("reward `{reward}` failed on every sample for {steps} steps in a row (train.stop_after_failed_reward_steps); last error: {error}")]
+    RewardsFailing {
+        /// The failing reward.
+        reward: String,
+        /// Consecutive steps in which every sample failed.
+        steps: usize,
+        /// Its latest error.
+        error: String,
+    },
 }

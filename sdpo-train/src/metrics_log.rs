@@ -60,6 +60,21 @@ impl MetricsWriter {
         })
     }
 
+    /// [`Self::open`] for a run at `step` steps done: rows of later steps (written by a run
+    /// that was killed after its last checkpoint and is now resumed from it) are removed first,
+    /// so every step appears once.
+    ///
+    /// # Errors
+    /// As [`Self::open`] and [`truncate_after_step`].
+    pub fn open_at(dir: &Path, format: MetricsFormat, step: usize) -> std::io::Result<Self> {
+        let name = match format {
+            MetricsFormat::Jsonl => "metrics.jsonl",
+            MetricsFormat::Csv => "metrics.csv",
+        };
+        truncate_after_step(&dir.join(name), step)?;
+        Self::open(dir, format)
+    }
+
     /// The file being written.
     pub fn path(&self) -> &Path {
         &self.path
@@ -109,6 +124,66 @@ impl MetricsWriter {
     }
 }
 
+/// Removes the rows of steps after `step` from a per-step log (`.jsonl` objects or `.csv`
+/// rows with a `step` field), and a last line cut short by a killed process; the file is
+/// replaced atomically. A missing file is left missing. Returns the rows removed.
+///
+/// # Errors
+/// The I/O error, with the path in its message.
+pub fn truncate_after_step(path: &Path, step: usize) -> std::io::Result<usize> {
+    let with_path =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(with_path(e)),
+    };
+    let csv = path.extension().is_some_and(|e| e == "csv");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let header = if csv && !lines.is_empty() {
+        Some(lines.remove(0))
+    } else {
+        None
+    };
+    let step_column = header.and_then(|h| h.split(',').position(|c| c == "step"));
+    let step_of = |line: &str| -> Option<f64> {
+        match step_column {
+            Some(k) => line.split(',').nth(k)?.parse().ok(),
+            None => serde_json::from_str::<serde_json::Value>(line)
+                .ok()?
+                .get("step")?
+                .as_f64(),
+        }
+    };
+    let last = lines.len().saturating_sub(1);
+    let mut kept = Vec::with_capacity(lines.len());
+    let mut removed = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let drop = match step_of(line) {
+            Some(s) => s > step as f64,
+            None => torn && i == last,
+        };
+        if drop {
+            removed += 1;
+        } else {
+            kept.push(*line);
+        }
+    }
+    if removed == 0 && !torn {
+        return Ok(0);
+    }
+    let mut out = String::new();
+    for line in header.into_iter().chain(kept) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, out).map_err(with_path)?;
+    std::fs::rename(&tmp, path).map_err(with_path)?;
+    Ok(removed)
+}
+
 /// Reads a `metrics.jsonl` file back (for plots, reports and tests).
 ///
 /// # Errors
@@ -140,6 +215,30 @@ pub fn read_jsonl(path: &Path) -> std::io::Result<Vec<Metrics>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_after_the_resumed_step_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = dir.path().join("metrics.jsonl");
+        std::fs::write(
+            &j,
+            "{\"step\":1,\"a\":1}\n{\"step\":2,\"a\":2}\n{\"step\":3,\"a\":3}\n{\"step\":4,\"a",
+        )
+        .unwrap();
+        assert_eq!(truncate_after_step(&j, 2).unwrap(), 2);
+        let rows = read_jsonl(&j).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1]["step"], 2.0);
+        assert_eq!(truncate_after_step(&j, 2).unwrap(), 0);
+        let c = dir.path().join("metrics.csv");
+        std::fs::write(&c, "a,step\n1,1\n2,2\n3,3\n").unwrap();
+        assert_eq!(truncate_after_step(&c, 1).unwrap(), 2);
+        assert_eq!(std::fs::read_to_string(&c).unwrap(), "a,step\n1,1\n");
+        assert_eq!(
+            truncate_after_step(&dir.path().join("none.jsonl"), 1).unwrap(),
+            0
+        );
+    }
 
     #[test]
     fn jsonl_and_csv_append_rows() {

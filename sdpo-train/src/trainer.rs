@@ -38,15 +38,17 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::config::{OptimizerConfig, TrainConfig};
 use crate::dataset::{Dataset, PromptSampler, Row, SamplerState};
 use crate::metrics_log::{Metrics, MetricsWriter};
+use crate::model_identity::{ModelIdentity, IDENTITY_FILE};
 use crate::policy::{Policy, StepSettings, TeacherSignal};
 use crate::prompts::Prompts;
 use crate::reward::{Rewards, Scored};
+use crate::reward_failures::RewardFailures;
 use crate::rollout::{requests, Rollout};
 use crate::schedule::WarmupSchedule;
 use crate::scoring::score_rollout;
 use crate::step_batch::StepBatch;
 use crate::step_metrics::{mean_std, PhaseTimes, ResponseStats, RewardStats, StepMetrics};
-use crate::teacher::{teacher_for, Teacher, TeacherWeights};
+use crate::teacher::{teacher_for, Teacher};
 use crate::teacher_inputs::TeacherInputs;
 use crate::updater::{old_log_probs, BatchSplit, UpdateOutcome, Updater};
 
@@ -84,11 +86,25 @@ pub struct StepReport {
     pub warnings: Vec<String>,
 }
 
+impl StepReport {
+    /// `first` in front of the report's warnings, every one logged with `tracing`.
+    fn with_warnings_first(mut self, mut first: Vec<String>) -> Self {
+        first.append(&mut self.warnings);
+        for w in &first {
+            tracing::warn!(step = self.step, "{w}");
+        }
+        self.warnings = first;
+        self
+    }
+}
+
 /// Consecutive-step counters behind the "no learning signal" warnings.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq)]
 struct Health {
     steps_without_signal: usize,
     steps_with_flat_rewards: usize,
+    #[serde(default)]
+    reward_failures: RewardFailures,
 }
 
 impl Health {
@@ -137,6 +153,9 @@ struct TrainerState {
     health: Health,
     lora: bool,
     teacher_mode: String,
+    /// Prompts per step and samples per prompt (absent in checkpoints of older versions).
+    #[serde(default)]
+    batch: Option<(usize, usize)>,
 }
 
 /// Whether [`SdpoTrainer::fit`] goes on after a step.
@@ -483,6 +502,11 @@ where
         let mut times = PhaseTimes::default();
         let rollout = timed(&mut times.rollout, || self.rollout(rows, num_generations))?;
         let scored = timed(&mut times.reward, || self.score(&rollout));
+        let failure_reports = self.health.reward_failures.observe(
+            &scored,
+            self.step + 1,
+            self.cfg.stop_after_failed_reward_steps,
+        )?;
         let plan = plan_reprompts(&outcomes(&rollout, &scored), &self.cfg.sdpo)?;
         let teacher_inputs =
             TeacherInputs::build(&plan, &rollout, &self.prompts, &self.cfg.sdpo, &self.device)?;
@@ -496,7 +520,8 @@ where
         }
         times.update = passes.outcome.update_seconds;
         times.step = t_step.elapsed().as_secs_f64();
-        Ok(self.report(rollout, scored, plan, teacher_inputs, passes, times))
+        let report = self.report(rollout, scored, plan, teacher_inputs, passes, times);
+        Ok(report.with_warnings_first(failure_reports))
     }
 
     /// The rollout phase: `n` samples for each of `rows` from the current policy.
@@ -547,9 +572,6 @@ where
         let warnings = self
             .health
             .observe(signal, distills, &rewards, self.cfg.warn_after_steps);
-        for w in &warnings {
-            tracing::warn!(step = self.step, "{w}");
-        }
         let generation = &rollout.generation;
         let metrics = StepMetrics {
             step: self.step,
@@ -672,8 +694,9 @@ where
         })
     }
 
-    /// Runs the remaining steps (up to `config().steps`): after each, its metrics go to
-    /// `run_dir/metrics.jsonl` (or `.csv`) and the `tracing` log, a checkpoint to
+    /// Runs the remaining steps (up to `config().steps`). Metrics rows of steps after the
+    /// current one (left by a run killed after its last checkpoint) are removed first. After
+    /// each step, its metrics go to `run_dir/metrics.jsonl` (or `.csv`) and the `tracing` log, a checkpoint to
     /// `run_dir/checkpoints/` every `checkpoint_every` steps, then `hooks.after_step` (progress,
     /// evaluation, stopping early). At the end — the last step or a stop —
     /// `hooks.before_end`, then a checkpoint unless that step has one.
@@ -690,8 +713,8 @@ where
             let path = path.to_path_buf();
             move |source| TrainError::from(CheckpointError::Io { path, source })
         };
-        let mut writer =
-            MetricsWriter::open(run_dir, self.cfg.metrics_format).map_err(io(run_dir))?;
+        let mut writer = MetricsWriter::open_at(run_dir, self.cfg.metrics_format, self.step)
+            .map_err(io(run_dir))?;
         let checkpoints = run_dir.join("checkpoints");
         let mut saved_at = None;
         while self.step < self.cfg.steps {
@@ -776,25 +799,68 @@ where
             health: self.health.clone(),
             lora: self.policy.lora.is_some(),
             teacher_mode: self.cfg.sdpo.teacher_mode.as_str().to_string(),
+            batch: Some((self.cfg.prompts_per_step, self.cfg.num_generations)),
         };
         let state = serde_json::to_vec_pretty(&state).map_err(|e| CheckpointError::Mismatch {
             path: p("state.json"),
             reason: e.to_string(),
         })?;
         files.push(("state.json", state));
+        let identity =
+            serde_json::to_vec_pretty(&self.identity()).map_err(|e| CheckpointError::Mismatch {
+                path: p(IDENTITY_FILE),
+                reason: e.to_string(),
+            })?;
+        files.push((IDENTITY_FILE, identity));
         files.push(("config.ron", self.cfg.to_ron_string().into_bytes()));
         let path = checkpoint::write_checkpoint(dir, &name, &files)?;
         checkpoint::prune_checkpoints(dir, self.cfg.keep_checkpoints)?;
         Ok(path)
     }
 
+    /// The identity of the model being trained (architecture, shapes, vocabulary hash), as
+    /// recorded in checkpoints.
+    pub fn identity(&self) -> ModelIdentity {
+        ModelIdentity::of(&self.policy.lm, self.tokenizer())
+    }
+
+    /// Compares the model identity recorded in checkpoint `path` (if any) with this trainer's.
+    fn check_identity(&self, path: &Path) -> Result<(), CheckpointError> {
+        let file = path.join(IDENTITY_FILE);
+        let bytes = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(CheckpointError::Io { path: file, source }),
+        };
+        let recorded: ModelIdentity =
+            serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Mismatch {
+                path: file.clone(),
+                reason: format!("not a model identity: {e}"),
+            })?;
+        let differences = recorded.differences(&self.identity());
+        if differences.is_empty() {
+            return Ok(());
+        }
+        Err(CheckpointError::Mismatch {
+            path: file,
+            reason: format!(
+                "was written for another model ({}); resume with the model the run was started with",
+                differences.join("; ")
+            ),
+        })
+    }
+
     /// Restores a checkpoint written by [`Self::save_checkpoint`] into a trainer built the same
-    /// way (same config, model source, dataset and rewards).
+    /// way (same config, model source, dataset and rewards). Every file is checked against
+    /// the folder's manifest and the recorded model identity against this trainer's model
+    /// before anything is decoded.
     ///
     /// # Errors
-    /// [`TrainError::Checkpoint`] naming the file that is missing, corrupt or from another
-    /// kind of run.
+    /// [`TrainError::Checkpoint`] naming the file that is missing, damaged or from another
+    /// kind of run, or what differs between the recorded model and this one.
     pub fn load_checkpoint(&mut self, path: &Path) -> Result<(), TrainError> {
+        checkpoint::verify(path)?;
+        self.check_identity(path)?;
         let state_path = path.join("state.json");
         let bytes = std::fs::read(&state_path).map_err(|source| CheckpointError::Io {
             path: state_path.clone(),
@@ -820,18 +886,31 @@ where
             }
             .into());
         }
+        let now = (self.cfg.prompts_per_step, self.cfg.num_generations);
+        if let Some(batch) = state.batch.filter(|&b| b != now) {
+            return Err(CheckpointError::Mismatch {
+                path: state_path,
+                reason: format!(
+                    "written by a run with prompts_per_step = {}, num_generations = {}; this run has {}, {} (the sampler's position depends on them)",
+                    batch.0, batch.1, now.0, now.1
+                ),
+            }
+            .into());
+        }
         let dev = self.device.clone();
         self.policy = match self.policy.lora.take() {
             Some(lora) => {
-                let rec = checkpoint::read_record::<B, _>(&path.join("adapters.mpk"), &dev)?;
+                let file = path.join("adapters.mpk");
+                let rec = checkpoint::read_record::<B, _>(&file, &dev)?;
                 let mut policy = self.policy.clone();
-                policy.lora = Some(lora.load_record(rec));
+                policy.lora = Some(checkpoint::load_into(lora, rec, &file)?);
                 policy
             }
             None => {
-                let rec = checkpoint::read_record::<B, _>(&path.join("model.mpk"), &dev)?;
+                let file = path.join("model.mpk");
+                let rec = checkpoint::read_record::<B, _>(&file, &dev)?;
                 let mut policy = self.policy.clone();
-                policy.lm = policy.lm.load_record(rec);
+                policy.lm = checkpoint::load_into(policy.lm, rec, &file)?;
                 policy
             }
         };
@@ -841,8 +920,8 @@ where
         if let Some(tw) = self.teacher.weights().cloned() {
             let rec =
                 checkpoint::read_record::<B::InnerBackend, _>(&path.join("teacher.mpk"), &dev)?;
-            self.teacher
-                .set_weights(Some(TeacherWeights::load_record(tw, rec)));
+            let teacher = checkpoint::load_into(tw, rec, &path.join("teacher.mpk"))?;
+            self.teacher.set_weights(Some(teacher));
         }
         self.sampler = self.dataset.resume_sampler(state.sampler)?;
         self.rng = state.rng;

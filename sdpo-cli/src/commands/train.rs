@@ -16,7 +16,8 @@ use burn::tensor::Device;
 
 use sdpo_core::metrics as names;
 use sdpo_train::builtin::job::greedy_success;
-use sdpo_train::checkpoint::{self, latest_checkpoint};
+use sdpo_train::checkpoint;
+use sdpo_train::metrics_log::truncate_after_step;
 use sdpo_train::dataset::Row;
 use sdpo_train::schedule::WarmupSchedule;
 use sdpo_train::trainer::AdamWOptimizer;
@@ -29,9 +30,11 @@ use crate::models::{BASE_MODEL, CHECKPOINTS, RUN_CONFIG};
 use crate::plot::plot_runs;
 use crate::progress::{note, step_message, steps_bar, warm_start_bar};
 use crate::run_config::{ModelSpec, Override, RunConfig};
+use crate::interrupt;
 use crate::run_dir::{
-    append_eval, new_run_dir, read_curves, write_file, EvalPoint, RunSummary, Summary, PLOT,
+    append_eval, read_curves, write_file, EvalPoint, RunSummary, Summary, EVAL_LOG, PLOT, SUMMARY,
 };
+use crate::run_lock::{create_run_dir, RunLock};
 
 /// The `train` command's arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -67,27 +70,46 @@ pub struct TrainArgs {
     pub precision: Option<sdpo_models::Precision>,
 }
 
-/// What `train` will do, settled before anything is loaded.
+/// What `train` will do, settled before anything is loaded (the run folder is held by then).
 #[derive(Debug, Clone)]
 struct Plan {
     cfg: RunConfig,
     dir: PathBuf,
-    resume_from: Option<PathBuf>,
+    start: Start,
     compare_grpo: bool,
+}
+
+/// Where training starts.
+#[derive(Debug, Clone, PartialEq)]
+enum Start {
+    /// A new run folder.
+    Fresh,
+    /// `--resume` from this checkpoint.
+    Resume(PathBuf),
+    /// `--resume` of a folder without any checkpoint: from step 0, in the same folder.
+    Restart,
 }
 
 /// Runs `sdpo train`.
 ///
 /// # Errors
 /// [`CliError`] for a bad config (before any model is loaded), a backend that is not
-/// compiled in, or a failure while training.
+/// compiled in, a run folder in use, a failure while training, or
+/// [`CliError::Interrupted`] after a signal stopped training (checkpoint written).
 pub fn train(args: TrainArgs, backend: Option<BackendKind>) -> Result<(), CliError> {
-    let plan = plan(args, backend)?;
-    ensure_compiled(plan.cfg.backend)?;
-    dispatch(plan.cfg.backend, plan)
+    interrupt::install()?;
+    let (plan, lock) = plan(args, backend)?;
+    let result = ensure_compiled(plan.cfg.backend).and_then(|()| dispatch(plan.cfg.backend, plan));
+    match result {
+        Err(e) if !matches!(e, CliError::Interrupted { .. }) => {
+            lock.release_removing_if_unused();
+            Err(e)
+        }
+        other => other,
+    }
 }
 
-fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<Plan, CliError> {
+fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<(Plan, RunLock), CliError> {
     let mut overrides = Vec::new();
     if args.smoke {
         overrides.extend(Override::smoke());
@@ -106,31 +128,7 @@ fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<Plan, CliError>
         });
     }
     if let Some(dir) = &args.resume {
-        let config_path = dir.join(RUN_CONFIG);
-        if !config_path.is_file() {
-            return Err(CliError::RunFolder {
-                path: dir.clone(),
-                reason: format!(
-                    "not a run folder (no {RUN_CONFIG}); a --compare-grpo run is resumed per algorithm: RUN/sdpo or RUN/grpo"
-                ),
-            });
-        }
-        let mut cfg = RunConfig::from_run_file(&config_path)?.with_overrides(&overrides)?;
-        if let Some(b) = backend {
-            cfg.backend = b;
-        }
-        cfg.validate()?;
-        let checkpoint =
-            latest_checkpoint(&dir.join(CHECKPOINTS))?.ok_or_else(|| CliError::RunFolder {
-                path: dir.clone(),
-                reason: format!("has no checkpoint to resume from ({CHECKPOINTS}/latest)"),
-            })?;
-        return Ok(Plan {
-            cfg,
-            dir: dir.clone(),
-            resume_from: Some(checkpoint),
-            compare_grpo: false,
-        });
+        return plan_resume(dir, &overrides, backend);
     }
     let base = match &args.config {
         Some(path) => RunConfig::from_file(path)?,
@@ -143,14 +141,101 @@ fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<Plan, CliError>
     cfg.validate()?;
     let mut cfg = cfg.resolved()?;
     let out = args.out.clone().or_else(|| cfg.output_dir.clone());
-    let dir = new_run_dir(out.as_deref())?;
+    let lock = create_run_dir(out.as_deref())?;
+    let dir = lock.dir().to_path_buf();
     cfg.output_dir = Some(std::path::absolute(&dir).map_err(CliError::io(&dir))?);
-    Ok(Plan {
+    let plan = Plan {
         cfg,
         dir,
-        resume_from: None,
+        start: Start::Fresh,
         compare_grpo: args.compare_grpo,
-    })
+    };
+    Ok((plan, lock))
+}
+
+/// `--resume DIR`: hold the folder, clean what a killed run left, check the settings against
+/// the folder's config, and find the newest intact checkpoint (or none: restart from step 0).
+fn plan_resume(
+    dir: &Path,
+    overrides: &[Override],
+    backend: Option<BackendKind>,
+) -> Result<(Plan, RunLock), CliError> {
+    let config_path = dir.join(RUN_CONFIG);
+    if !config_path.is_file() {
+        return Err(CliError::RunFolder {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "not a run folder (no {RUN_CONFIG}); a --compare-grpo run is resumed per algorithm: RUN/sdpo or RUN/grpo"
+            ),
+        });
+    }
+    let lock = RunLock::acquire(dir)?;
+    let checkpoints = dir.join(CHECKPOINTS);
+    for stale in [
+        checkpoint::remove_stale_temporaries(dir)?,
+        checkpoint::remove_stale_temporaries(&checkpoints)?,
+    ]
+    .concat()
+    {
+        eprintln!("removed {} (left by a killed run)", stale.display());
+    }
+    let recorded = RunConfig::from_run_file(&config_path)?;
+    let mut cfg = recorded.clone().with_overrides(overrides)?;
+    if let Some(b) = backend {
+        cfg.backend = b;
+    }
+    cfg.validate()?;
+    let conflicts = recorded.resume_conflicts(&cfg);
+    if !conflicts.is_empty() {
+        return Err(CliError::RunFolder {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "cannot be resumed with other settings ({}): a resumed run continues the same model, data and batch; start a new run for these",
+                conflicts.join("; ")
+            ),
+        });
+    }
+    let (found, skipped) = checkpoint::newest_intact(&checkpoints)?;
+    for line in skipped {
+        eprintln!("warning: {line}");
+    }
+    let start = match found {
+        Some(c) => Start::Resume(c),
+        None => {
+            eprintln!(
+                "{} has no checkpoint: starting the run again from step 0",
+                dir.display()
+            );
+            Start::Restart
+        }
+    };
+    let plan = Plan {
+        cfg,
+        dir: dir.to_path_buf(),
+        start,
+        compare_grpo: false,
+    };
+    Ok((plan, lock))
+}
+
+/// Removes the outputs of an earlier attempt of a run restarted from step 0.
+fn clear_outputs(dir: &Path) -> Result<(), CliError> {
+    for name in [
+        "metrics.jsonl",
+        "metrics.csv",
+        EVAL_LOG,
+        SUMMARY,
+        PLOT,
+        BASE_MODEL,
+    ] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CliError::io(&path)(e)),
+        }
+    }
+    Ok(())
 }
 
 impl Dispatch for Plan {
@@ -162,7 +247,10 @@ impl Dispatch for Plan {
         // Before any model work (the built-in job's warm start takes minutes).
         cfg.train.precision.check::<B>(&device)?;
         let mut summaries = Vec::new();
-        if let Some(checkpoint) = &self.resume_from {
+        if self.start == Start::Restart {
+            clear_outputs(&self.dir)?;
+        }
+        if let Start::Resume(checkpoint) = &self.start {
             eprintln!(
                 "resuming {} from {} on {}",
                 self.dir.display(),
@@ -181,6 +269,8 @@ impl Dispatch for Plan {
                 });
             }
             write_file(&self.dir, RUN_CONFIG, cfg.to_ron_string()?.as_bytes())?;
+            // Evaluations of steps after the checkpoint were made by a run killed after it.
+            truncate_after_step(&self.dir.join(EVAL_LOG), done).map_err(CliError::io(&self.dir))?;
             let previous = Summary::read(&self.dir).and_then(|s| s.runs.into_iter().next());
             let label = previous
                 .as_ref()
@@ -263,6 +353,9 @@ impl Dispatch for Plan {
                 vec![(algorithm_label(cfg), self.dir.clone(), cfg.clone())]
             };
             for (label, dir, run_cfg) in &runs {
+                if interrupt::stop_requested() {
+                    break;
+                }
                 std::fs::create_dir_all(dir).map_err(CliError::io(dir))?;
                 write_file(dir, RUN_CONFIG, run_cfg.to_ron_string()?.as_bytes())?;
                 if cfg.model == ModelSpec::Builtin {
@@ -307,6 +400,13 @@ impl Dispatch for Plan {
         summary.write(&self.dir)?;
         println!("{}", summary.table());
         println!("run folder: {}", self.dir.display());
+        if interrupt::stop_requested() {
+            let step = summary.runs.last().map_or(0, |r| r.steps);
+            return Err(CliError::Interrupted {
+                dir: summary.runs.last().map_or(self.dir.clone(), |r| r.dir.clone()),
+                step,
+            });
+        }
         Ok(())
     }
 }
@@ -377,12 +477,15 @@ fn run_steps<B: AutodiffBackend>(
         label,
         held: None,
     };
+    interrupt::training_started();
     if !resumed {
         hooks.held = hooks.evaluate(trainer, |s| {
             format!("held-out success before training {s:.3}")
         })?;
     }
-    trainer.fit(dir, &mut hooks)?;
+    if !interrupt::stop_requested() {
+        trainer.fit(dir, &mut hooks)?;
+    }
     hooks.bar.finish_and_clear();
     Ok(t0.elapsed().as_secs_f64())
 }
@@ -449,10 +552,18 @@ impl<B: AutodiffBackend> FitHooks<B, AdamWOptimizer<B>, WarmupSchedule> for Prog
         }
         self.bar.set_position(step as u64);
         self.bar.set_message(step_message(reward, loss, self.held));
-        Ok(Flow::Continue)
+        Ok(if interrupt::stop_requested() {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
     }
 
     fn before_end(&mut self, trainer: &SdpoTrainer<B>) -> Result<(), CliError> {
+        if interrupt::stop_requested() {
+            // Out quickly: the checkpoint comes next; evaluate after resuming.
+            return Ok(());
+        }
         let step = trainer.steps_done();
         self.evaluate(trainer, |s| {
             format!("held-out success after {step} steps {s:.3}")
