@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use sdpo_core::config::ConfigError;
 use sdpo_train::builtin::job::{default_train_config, WarmStartConfig};
-use sdpo_train::builtin::Task;
+use sdpo_train::builtin::{tiny_model_config, Task};
 use sdpo_train::reward::{RewardConfig, RewardSpec};
 use sdpo_train::TrainConfig;
 
@@ -384,7 +384,11 @@ impl RunConfig {
             ("dataset", ron(&a.dataset), ron(&b.dataset)),
             ("rewards", ron(&a.rewards), ron(&b.rewards)),
             ("train_rows", ron(&a.train_rows), ron(&b.train_rows)),
-            ("eval.held_out", ron(&a.eval.held_out), ron(&b.eval.held_out)),
+            (
+                "eval.held_out",
+                ron(&a.eval.held_out),
+                ron(&b.eval.held_out),
+            ),
             ("eval.dataset", ron(&a.eval.dataset), ron(&b.eval.dataset)),
             (
                 "train.prompts_per_step",
@@ -444,6 +448,27 @@ impl RunConfig {
                 field: "train_rows",
                 reason: "must be at least 1 (or None for all rows)".into(),
             });
+        }
+        if let (Some(task), None) = (self.effective_task(), &self.dataset) {
+            let problems = task.problems().len();
+            if self.eval.held_out >= problems {
+                return Err(CliError::Invalid {
+                    field: "eval.held_out",
+                    reason: format!(
+                        "is {}, but the task `{}` has {problems} problems: hold out at most {}",
+                        self.eval.held_out,
+                        task.name(),
+                        problems - 1
+                    ),
+                });
+            }
+        }
+        if self.model == ModelSpec::Builtin {
+            // Checked here, before the warm start; other models when they are loaded.
+            let context = tiny_model_config(1).max_position_embeddings;
+            self.train
+                .prompt_budget(context)
+                .map_err(|e| e.within("train"))?;
         }
         if self.eval.max_new_tokens == Some(0) {
             return Err(CliError::Invalid {

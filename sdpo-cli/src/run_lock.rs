@@ -192,7 +192,10 @@ mod tests {
         let lock = create_run_dir(Some(&fresh)).unwrap();
         assert_eq!(lock.dir(), fresh);
         lock.release_removing_if_unused();
-        assert!(!fresh.exists(), "a folder created and left unused is removed");
+        assert!(
+            !fresh.exists(),
+            "a folder created and left unused is removed"
+        );
         let file = dir.path().join("f");
         std::fs::write(&file, "1").unwrap();
         assert!(create_run_dir(Some(&file)).is_err());

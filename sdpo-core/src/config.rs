@@ -545,12 +545,15 @@ pub fn parse_ron<T: serde::de::DeserializeOwned>(
     text: &str,
     source_name: &str,
 ) -> Result<T, ConfigError> {
-    ron::from_str(text).map_err(|e: ron::error::SpannedError| ConfigError::Parse {
-        source_name: source_name.to_string(),
-        line: e.position.line,
-        column: e.position.col,
-        message: e.code.to_string(),
-    })
+    ron::Options::default()
+        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+        .from_str(text)
+        .map_err(|e: ron::error::SpannedError| ConfigError::Parse {
+            source_name: source_name.to_string(),
+            line: e.position.line,
+            column: e.position.col,
+            message: e.code.to_string(),
+        })
 }
 
 fn invalid(field: &'static str, value: impl std::fmt::Debug, reason: &str) -> ConfigError {

@@ -38,6 +38,19 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 /// Name of the shard index of a sharded HF checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 
+/// Names shown in an error before the rest are counted.
+const NAMES_SHOWN: usize = 12;
+
+/// `a, b, c` — at most [`NAMES_SHOWN`] names, then how many more (a broken file can list
+/// millions).
+fn name_list(names: &[String]) -> String {
+    let shown = names[..names.len().min(NAMES_SHOWN)].join(", ");
+    match names.len().saturating_sub(NAMES_SHOWN) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
 /// Why a model (a Hugging Face folder or a GGUF file) could not be loaded. Every variant names
 /// the file concerned.
 #[derive(Debug, thiserror::Error)]
@@ -106,15 +119,26 @@ pub enum LoadError {
         message: String,
     },
     /// Tensors the model needs are in no file.
-    #[error("{}: missing tensors: {}", file.display(), tensors.join(", "))]
+    #[error("{}: missing tensors: {}", file.display(), name_list(tensors))]
     MissingTensors {
         /// The single file, the shard index or the GGUF file.
         file: PathBuf,
         /// The tensors' names as that file would spell them, sorted.
         tensors: Vec<String>,
     },
+    /// The config asks for more layers than the file has tensors for (checked before the
+    /// model is built: a corrupt header must not allocate millions of layers).
+    #[error("{}: the metadata says {configured} layers, but the file has tensors for {found}", file.display())]
+    LayerCount {
+        /// The file.
+        file: PathBuf,
+        /// Layers in the config.
+        configured: usize,
+        /// Layers the file's tensor names cover (`model.layers.N` / `blk.N`).
+        found: usize,
+    },
     /// A file holds tensors that belong to no parameter (wrong architecture or config).
-    #[error("{}: unused tensors (no such parameter in a {model_type} model): {}", file.display(), tensors.join(", "))]
+    #[error("{}: unused tensors (no such parameter in a {model_type} model): {}", file.display(), name_list(tensors))]
     UnusedTensors {
         /// The safetensors or GGUF file.
         file: PathBuf,
@@ -425,4 +449,63 @@ fn read_to_string(path: &Path) -> Result<String, LoadError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Fails when `num_layers` exceeds the layers that `hf_names` (Hugging Face tensor names)
+/// cover, before a model of that depth is built.
+///
+/// # Errors
+/// [`LoadError::LayerCount`] naming `file`.
+pub fn check_layer_count<'a>(
+    file: &Path,
+    hf_names: impl Iterator<Item = &'a str>,
+    num_layers: usize,
+) -> Result<(), LoadError> {
+    let found = hf_names
+        .filter_map(|n| {
+            n.strip_prefix("model.layers.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .map_or(0, |m| m + 1);
+    if num_layers > found {
+        return Err(LoadError::LayerCount {
+            file: file.to_path_buf(),
+            configured: num_layers,
+            found,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod bounded_error_tests {
+    use super::*;
+
+    #[test]
+    fn long_name_lists_are_cut_and_layer_counts_checked() {
+        let names: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+        let e = LoadError::MissingTensors {
+            file: "f".into(),
+            tensors: names,
+        };
+        let text = e.to_string();
+        assert!(text.ends_with("t11 and 988 more"), "{text}");
+        let hf = [
+            "model.layers.0.mlp.up_proj.weight",
+            "model.layers.1.x",
+            "lm_head.weight",
+        ];
+        assert!(check_layer_count(Path::new("f"), hf.iter().copied(), 2).is_ok());
+        let err = check_layer_count(Path::new("f"), hf.iter().copied(), 1_000_000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1000000 layers") && err.contains("tensors for 2"),
+            "{err}"
+        );
+    }
 }

@@ -64,7 +64,9 @@ use crate::arch::{CausalLm, HfConfig, ModelConfig};
 use crate::gguf::{
     gguf_tensor_name, hf_tensor_name, GgufError, GgufFile, GgufModelConfig, GgufTokenizerMeta,
 };
-use crate::hf::{float_dtype, load_adapter, load_hf_config, load_hf_weights, WeightTally};
+use crate::hf::{
+    check_layer_count, float_dtype, load_adapter, load_hf_config, load_hf_weights, WeightTally,
+};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::LoadError;
 
@@ -336,6 +338,16 @@ fn gguf_weights<B: Backend>(
         });
     }
 
+    let hf_names: Vec<String> = file
+        .tensors()
+        .iter()
+        .filter_map(|t| hf_tensor_name(&t.name))
+        .collect();
+    check_layer_count(
+        &path,
+        hf_names.iter().map(String::as_str),
+        config.num_layers,
+    )?;
     let file = Rc::new(file);
     // The first reader error met while the model pulls tensors (a closure can only report a
     // string to burn-store; the typed error waits here).

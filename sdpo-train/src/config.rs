@@ -130,8 +130,10 @@ pub struct TrainConfig {
     /// keyword arguments (TRL's `chat_template_kwargs`), for student and teacher prompts:
     /// `{"enable_thinking": false}`. Default none.
     pub chat_template_kwargs: std::collections::BTreeMap<String, serde_json::Value>,
-    /// Longest student prompt in tokens; longer prompts keep their last tokens. Default 1024.
-    pub max_prompt_len: usize,
+    /// Longest student prompt in tokens; longer prompts keep their last tokens. Default
+    /// `None`: what the model's context leaves after `sampling.max_new_tokens` (see
+    /// [`TrainConfig::prompt_budget`]).
+    pub max_prompt_len: Option<usize>,
     /// LoRA adapters on a frozen base; `None` trains every weight. Default `None`.
     pub lora: Option<LoraConfig>,
     /// Float precision of the model's weights and activations: `f32`, `f16` or `bf16` (see
@@ -169,7 +171,7 @@ impl Default for TrainConfig {
             optimizer: OptimizerConfig::default(),
             schedule: ScheduleConfig::default(),
             sampling: SamplingParams::default(),
-            max_prompt_len: 1024,
+            max_prompt_len: None,
             chat_template_kwargs: Default::default(),
             lora: None,
             precision: Precision::F32,
@@ -189,6 +191,17 @@ fn invalid(field: &'static str, value: impl std::fmt::Debug, reason: &str) -> Co
         value: format!("{value:?}"),
         reason: reason.to_string(),
     }
+}
+
+/// Prompt lengths that fit a model's context (see [`TrainConfig::prompt_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptBudget {
+    /// Longest student prompt in tokens.
+    pub max_prompt_len: usize,
+    /// Longest teacher prompt in tokens.
+    pub max_reprompt_len: usize,
+    /// Whether `sdpo.max_reprompt_len` was lowered to fit the context.
+    pub reprompt_capped: bool,
 }
 
 /// The config path of a [`SamplingParams`] field, for error messages.
@@ -296,11 +309,11 @@ impl TrainConfig {
                 ));
             }
         }
-        if self.max_prompt_len == 0 {
+        if self.max_prompt_len == Some(0) {
             return Err(invalid(
                 "max_prompt_len",
                 self.max_prompt_len,
-                "must be at least 1",
+                "must be at least 1 (or None: what the model's context allows)",
             ));
         }
         if let Err(GenerationError::InvalidParam {
@@ -327,6 +340,44 @@ impl TrainConfig {
                 .map_err(|e| invalid("lora", lora, &e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The prompt lengths for a model with `context` positions: every prompt plus a response
+    /// of `sampling.max_new_tokens` must fit. `max_prompt_len` defaults to
+    /// `context − max_new_tokens`; teacher prompts are capped there too (the reference's
+    /// `max_reprompt_len` of 10240 exceeds most small models' context).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `sampling.max_new_tokens` when it leaves no room for a
+    /// prompt, or `max_prompt_len` when it is set larger than the context allows.
+    pub fn prompt_budget(&self, context: usize) -> Result<PromptBudget, ConfigError> {
+        let new = self.sampling.max_new_tokens;
+        let room = context.saturating_sub(new);
+        if room == 0 {
+            return Err(invalid(
+                "sampling.max_new_tokens",
+                new,
+                &format!("leaves no room for a prompt: the model has {context} positions"),
+            ));
+        }
+        let max_prompt_len = match self.max_prompt_len {
+            None => room,
+            Some(n) if n <= room => n,
+            Some(n) => {
+                return Err(invalid(
+                    "max_prompt_len",
+                    n,
+                    &format!(
+                        "a prompt of {n} tokens plus sampling.max_new_tokens = {new} exceed the model's {context} positions; use at most {room}, or None"
+                    ),
+                ))
+            }
+        };
+        Ok(PromptBudget {
+            max_prompt_len,
+            max_reprompt_len: self.sdpo.max_reprompt_len.min(room),
+            reprompt_capped: self.sdpo.max_reprompt_len > room,
+        })
     }
 
     /// Parses and validates RON text; `source_name` is used in error messages.
@@ -374,6 +425,34 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.starts_with("run.ron:2:"), "{msg}");
         assert!(msg.contains("num_generation"), "{msg}");
+    }
+
+    #[test]
+    fn prompt_budget_fits_the_context() {
+        let mut cfg = TrainConfig::default();
+        cfg.sampling.max_new_tokens = 100;
+        let b = cfg.prompt_budget(512).unwrap();
+        assert_eq!((b.max_prompt_len, b.max_reprompt_len), (412, 412));
+        assert!(b.reprompt_capped);
+        cfg.max_prompt_len = Some(400);
+        assert_eq!(cfg.prompt_budget(512).unwrap().max_prompt_len, 400);
+        cfg.max_prompt_len = Some(1024);
+        let err = cfg.prompt_budget(512).unwrap_err().to_string();
+        assert!(
+            err.contains("max_prompt_len") && err.contains("512 positions"),
+            "{err}"
+        );
+        cfg.sampling.max_new_tokens = 600;
+        let err = cfg.prompt_budget(512).unwrap_err().to_string();
+        assert!(err.contains("sampling.max_new_tokens"), "{err}");
+    }
+
+    #[test]
+    fn sampling_errors_name_the_path() {
+        let mut cfg = TrainConfig::default();
+        cfg.sampling.temperature = -1.0;
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("`sampling.temperature`"), "{err}");
     }
 
     #[test]

@@ -305,6 +305,17 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
             &policy,
         );
         let sampler = dataset.sampler(cfg.prompts_per_step, cfg.seed)?;
+        let budget = cfg.prompt_budget(policy.lm.config.max_position_embeddings)?;
+        if budget.reprompt_capped {
+            tracing::info!(
+                "teacher prompts are capped at {} tokens (sdpo.max_reprompt_len = {}): the model has {} positions",
+                budget.max_reprompt_len,
+                cfg.sdpo.max_reprompt_len,
+                policy.lm.config.max_position_embeddings
+            );
+        }
+        let mut cfg = cfg;
+        cfg.sdpo.max_reprompt_len = budget.max_reprompt_len;
         let mut sampling = cfg.sampling.clone();
         for &id in tokenizer.eos_token_ids() {
             if !sampling.stop_token_ids.contains(&id) {
@@ -313,7 +324,7 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
         }
         Ok(Self {
             rng: sampler_rng(cfg.seed),
-            prompts: Prompts::new(tokenizer, cfg.max_prompt_len)
+            prompts: Prompts::new(tokenizer, budget.max_prompt_len)
                 .with_template_kwargs(cfg.chat_template_kwargs.clone()),
             cfg,
             policy,

@@ -81,7 +81,7 @@ pub struct Eval {
     samples: usize,
     params: SamplingParams,
     threshold: f64,
-    max_prompt_len: usize,
+    max_prompt_len: Option<usize>,
 }
 
 enum RewardsFrom {
@@ -229,12 +229,8 @@ impl Eval {
                 reason: "must be at least 1".into(),
             });
         }
-        // A run folder's own prompt limit, else the trainer's default.
-        let max_prompt_len = run_cfg
-            .as_ref()
-            .map_or(TrainConfig::default().max_prompt_len, |c| {
-                c.train.max_prompt_len
-            });
+        // A run folder's own prompt limit, else derived from the model when it is loaded.
+        let max_prompt_len = run_cfg.as_ref().and_then(|c| c.train.max_prompt_len);
         Ok(Self {
             max_prompt_len,
             model,
@@ -263,7 +259,14 @@ impl Dispatch for Eval {
             loaded.origin,
             self.rows.len()
         );
-        let prompts = Prompts::new(loaded.tokenizer, self.max_prompt_len);
+        // The run's own prompt limit, else what the model's context leaves for the prompt.
+        let mut budget_cfg = TrainConfig::default();
+        budget_cfg.max_prompt_len = self.max_prompt_len;
+        budget_cfg.sampling.max_new_tokens = self.params.max_new_tokens;
+        let budget = budget_cfg
+            .prompt_budget(model.config.max_position_embeddings)
+            .map_err(|e| e.within("train"))?;
+        let prompts = Prompts::new(loaded.tokenizer, budget.max_prompt_len);
         let rewards = self.rewards_from.build()?;
         let mut params = self.params.clone();
         params.stop_token_ids = prompts.tokenizer().eos_token_ids().to_vec();

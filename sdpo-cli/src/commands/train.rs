@@ -17,20 +17,20 @@ use burn::tensor::Device;
 use sdpo_core::metrics as names;
 use sdpo_train::builtin::job::greedy_success;
 use sdpo_train::checkpoint;
-use sdpo_train::metrics_log::truncate_after_step;
 use sdpo_train::dataset::Row;
+use sdpo_train::metrics_log::truncate_after_step;
 use sdpo_train::schedule::WarmupSchedule;
 use sdpo_train::trainer::AdamWOptimizer;
 use sdpo_train::{FitHooks, Flow, SdpoTrainer, StepReport};
 
 use crate::backend::{dispatch, ensure_compiled, BackendKind, Dispatch};
 use crate::error::CliError;
+use crate::interrupt;
 use crate::job::{build_job, grpo_config, grpo_trainer, mean_of_last, resume_job};
 use crate::models::{BASE_MODEL, CHECKPOINTS, RUN_CONFIG};
 use crate::plot::plot_runs;
 use crate::progress::{note, step_message, steps_bar, warm_start_bar};
 use crate::run_config::{ModelSpec, Override, RunConfig};
-use crate::interrupt;
 use crate::run_dir::{
     append_eval, read_curves, write_file, EvalPoint, RunSummary, Summary, EVAL_LOG, PLOT, SUMMARY,
 };
@@ -403,7 +403,10 @@ impl Dispatch for Plan {
         if interrupt::stop_requested() {
             let step = summary.runs.last().map_or(0, |r| r.steps);
             return Err(CliError::Interrupted {
-                dir: summary.runs.last().map_or(self.dir.clone(), |r| r.dir.clone()),
+                dir: summary
+                    .runs
+                    .last()
+                    .map_or(self.dir.clone(), |r| r.dir.clone()),
                 step,
             });
         }

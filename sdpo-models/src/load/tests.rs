@@ -401,24 +401,26 @@ fn unknown_architecture_is_named_with_the_file() {
 }
 
 #[test]
-fn missing_gguf_tensors_are_listed_by_gguf_name() {
+fn a_layer_count_beyond_the_tensors_is_refused_before_building() {
     let dir = Scratch::new("missing");
-    // A third layer the file does not hold.
-    let path = patched_gguf(&dir, "three_layers.gguf", |b| {
-        set_u32(b, "llama.block_count", 3)
-    });
-    let err = load::<B>(&path, &Default::default()).unwrap_err();
-    match &err {
-        LoadError::MissingTensors { file, tensors } => {
-            assert_eq!(file, &path);
-            assert_eq!(tensors.len(), 9, "{err}");
-            assert!(tensors.iter().all(|t| t.starts_with("blk.2.")), "{err}");
-            assert!(
-                tensors.contains(&"blk.2.attn_q.weight".to_string()),
-                "{err}"
-            );
+    // A third layer the file does not hold; a million would allocate a million layers.
+    for layers in [3, 1_000_000] {
+        let path = patched_gguf(&dir, "many_layers.gguf", |b| {
+            set_u32(b, "llama.block_count", layers)
+        });
+        let err = load::<B>(&path, &Default::default()).unwrap_err();
+        match &err {
+            LoadError::LayerCount {
+                file,
+                configured,
+                found,
+            } => {
+                assert_eq!(file, &path);
+                assert_eq!((*configured, *found), (layers as usize, 2), "{err}");
+            }
+            other => panic!("expected LayerCount, got {other}"),
         }
-        other => panic!("expected MissingTensors, got {other}"),
+        assert!(err.to_string().len() < 300, "{err}");
     }
 }
 
