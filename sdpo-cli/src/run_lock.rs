@@ -95,16 +95,24 @@ impl RunLock {
     }
 }
 
-/// Whether `dir` holds anything besides the lock file.
+/// Whether `dir` holds anything besides the lock file and the temporary files of a killed
+/// run (`NAME.tmp-PID`, which are removed here).
 ///
 /// # Errors
-/// [`CliError::Io`] when the folder cannot be listed.
+/// [`CliError::Io`] when the folder cannot be listed or a temporary file removed.
 pub fn holds_files(dir: &Path) -> Result<bool, CliError> {
     for entry in std::fs::read_dir(dir).map_err(CliError::io(dir))? {
         let entry = entry.map_err(CliError::io(dir))?;
-        if entry.file_name() != LOCK_FILE {
-            return Ok(true);
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == LOCK_FILE {
+            continue;
         }
+        if name.contains(".tmp-") && entry.path().is_file() {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(CliError::io(&path))?;
+            continue;
+        }
+        return Ok(true);
     }
     Ok(false)
 }

@@ -707,10 +707,10 @@ where
 
     /// Runs the remaining steps (up to `config().steps`). Metrics rows of steps after the
     /// current one (left by a run killed after its last checkpoint) are removed first. After
-    /// each step, its metrics go to `run_dir/metrics.jsonl` (or `.csv`) and the `tracing` log, a checkpoint to
-    /// `run_dir/checkpoints/` every `checkpoint_every` steps, then `hooks.after_step` (progress,
-    /// evaluation, stopping early). At the end — the last step or a stop —
-    /// `hooks.before_end`, then a checkpoint unless that step has one.
+    /// each step, its metrics go to `run_dir/metrics.jsonl` (or `.csv`) and the `tracing` log,
+    /// then `hooks.after_step` runs (progress, evaluation, stopping early), then a checkpoint
+    /// goes to `run_dir/checkpoints/` every `checkpoint_every` steps. At the end — the last
+    /// step or a stop — `hooks.before_end`, then a checkpoint unless that step has one.
     ///
     /// # Errors
     /// The first [`TrainError`] or hook error; metrics written and checkpoints saved so far
@@ -739,13 +739,16 @@ where
                 seconds = m.get(names::TIME_STEP).copied().unwrap_or(f64::NAN),
                 "step"
             );
+            // The hook (which may evaluate and log) runs before the checkpoint: a run killed in
+            // between resumes from the previous checkpoint and repeats both.
+            let flow = hooks.after_step(self, &report)?;
             let every = self.cfg.checkpoint_every;
             if every > 0 && self.step.is_multiple_of(every) {
                 let path = self.save_checkpoint(&checkpoints)?;
                 saved_at = Some(self.step);
                 hooks.after_checkpoint(self.step, &path)?;
             }
-            if hooks.after_step(self, &report)? == Flow::Stop {
+            if flow == Flow::Stop {
                 break;
             }
         }

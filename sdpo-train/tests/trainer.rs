@@ -177,8 +177,8 @@ fn fit_calls_the_hooks_and_stops_when_told() {
         hooks.events,
         [
             "step 1",
-            "checkpoint 2",
             "step 2",
+            "checkpoint 2",
             "step 3",
             "end 3",
             "checkpoint 3"
@@ -195,4 +195,145 @@ fn fit_calls_the_hooks_and_stops_when_told() {
         })
         .unwrap();
     assert_eq!((seen, trainer.steps_done()), (7, 10));
+}
+
+/// A small trainer on addition problems with `rewards`, two prompts of two samples a step.
+fn small_trainer(seed: u64, layers: usize, rewards: Rewards) -> SdpoTrainer<B> {
+    let device = Default::default();
+    Inner::seed(&device, seed);
+    let tok = char_tokenizer().unwrap();
+    let mut model_cfg = tiny_model_config(tok.vocab_size());
+    model_cfg.num_layers = layers;
+    let model = init_model::<B>(&model_cfg, &device);
+    let rows = Task::Addition.problems().into_iter().take(8).collect();
+    let cfg = TrainConfig {
+        num_generations: 2,
+        prompts_per_step: 2,
+        steps: 10,
+        sampling: SamplingParams {
+            max_new_tokens: 3,
+            ..SamplingParams::default()
+        },
+        ..TrainConfig::default()
+    };
+    SdpoTrainer::new(
+        cfg,
+        model,
+        tok,
+        Dataset::from_rows(rows).unwrap(),
+        rewards,
+        &device,
+    )
+    .unwrap()
+}
+
+/// A verifier that crashes on some completions (or all), with a stack trace as its error.
+struct Flaky {
+    always: bool,
+}
+
+impl sdpo_train::reward::Reward for Flaky {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+    fn score(
+        &self,
+        input: &sdpo_train::reward::RewardInput<'_>,
+    ) -> Result<sdpo_train::reward::RewardOutput, sdpo_train::reward::RewardError> {
+        if self.always || input.completion.len() % 2 == 0 {
+            Err(sdpo_train::reward::RewardError::custom(
+                "Traceback: VERIFIER-STACK-TRACE",
+            ))
+        } else {
+            Ok(sdpo_train::reward::RewardOutput::with_feedback(
+                0.0,
+                "the sum is wrong",
+            ))
+        }
+    }
+}
+
+/// A failing reward is reported in the step's warnings with its name and error, never reaches
+/// a teacher prompt, and stops the run when it fails on every sample for
+/// `stop_after_failed_reward_steps` steps in a row.
+#[test]
+fn reward_failures_are_reported_kept_from_the_teacher_and_stop_the_run() {
+    use sdpo_train::TrainError;
+
+    let rewards = Rewards::new()
+        .add(Task::Addition, 1.0)
+        .unwrap()
+        .add(Flaky { always: false }, 1.0)
+        .unwrap();
+    let mut trainer = small_trainer(5, 2, rewards);
+    let mut reported = false;
+    for _ in 0..6 {
+        let report = trainer.step().unwrap();
+        reported |= report
+            .warnings
+            .iter()
+            .any(|w| w.contains("reward `flaky` failed") && w.contains("VERIFIER-STACK-TRACE"));
+        for s in &report.samples {
+            assert!(
+                !s.teacher_prompt.contains("VERIFIER-STACK-TRACE"),
+                "{}",
+                s.teacher_prompt
+            );
+            assert!(!s
+                .feedback
+                .as_deref()
+                .unwrap_or("")
+                .contains("VERIFIER-STACK-TRACE"));
+        }
+    }
+    assert!(reported, "no warning named the failing reward");
+
+    let rewards = Rewards::new().add(Flaky { always: true }, 1.0).unwrap();
+    let mut trainer = small_trainer(5, 2, rewards);
+    trainer.step().unwrap();
+    trainer.step().unwrap();
+    match trainer.step() {
+        Err(TrainError::RewardsFailing { reward, steps, .. }) => {
+            assert_eq!((reward.as_str(), steps), ("flaky", 3));
+        }
+        other => panic!("expected RewardsFailing, got {:?}", other.map(|r| r.step)),
+    }
+    assert_eq!(trainer.steps_done(), 2, "the failing step made no update");
+}
+
+/// A checkpoint records its model's identity: loading it into a trainer of another model is
+/// an error naming what differs (Burn's loader would panic on the shapes), and a file damaged
+/// in place is named by the manifest check.
+#[test]
+fn checkpoints_refuse_another_model_and_name_damaged_files() {
+    let rewards = || Rewards::new().add(Task::Addition, 1.0).unwrap();
+    let mut trainer = small_trainer(3, 2, rewards());
+    trainer.step().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = trainer.save_checkpoint(dir.path()).unwrap();
+
+    let mut deeper = small_trainer(3, 3, rewards());
+    let err = deeper.load_checkpoint(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("identity.json") && err.contains("num_layers: checkpoint 2, this run 3"),
+        "{err}"
+    );
+
+    let mut same = small_trainer(3, 2, rewards());
+    same.load_checkpoint(&path).unwrap();
+    assert_eq!(same.steps_done(), 1);
+
+    let model = path.join("model.mpk");
+    let mut bytes = std::fs::read(&model).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&model, bytes).unwrap();
+    let err = small_trainer(3, 2, rewards())
+        .load_checkpoint(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("model.mpk") && err.contains("SHA-256"),
+        "{err}"
+    );
 }
