@@ -1,34 +1,17 @@
-//! The `sdpo` command-line trainer: `train`, `eval`, `generate`, `inspect`, `export`.
-//!
-//! `sdpo train` with no arguments trains the built-in model on the built-in sort-digits task on
-//! the CPU (no downloads) and writes a run folder; a RON file describes any other run (see
-//! [`run_config`]). Errors print as `error: ...` with their causes, exit status 1 (3: training
-//! stopped by Ctrl-C or SIGTERM after writing a checkpoint; see [`interrupt`]).
+//! The `sdpo` command-line trainer: `train`, `eval`, `generate`, `inspect`, `export` (the
+//! commands live in the `sdpo_cli` library).
 #![warn(missing_docs)]
-
-pub mod backend;
-pub mod commands;
-pub mod error;
-pub mod interrupt;
-pub mod job;
-pub mod models;
-pub mod overrides;
-pub mod plot;
-pub mod progress;
-pub mod run_config;
-pub mod run_dir;
-pub mod run_lock;
 
 use clap::{Parser, Subcommand};
 
-use backend::{dispatch, ensure_compiled, BackendKind};
-use commands::eval::{Eval, EvalArgs};
-use commands::export::{Export, ExportArgs};
-use commands::generate::{Generate, GenerateArgs};
-use commands::inspect::{Inspect, InspectArgs};
-use commands::train::{train, TrainArgs};
-use error::{report, CliError};
-use models::ModelRef;
+use sdpo_cli::backend::{dispatch, ensure_compiled, BackendKind};
+use sdpo_cli::commands::eval::{Eval, EvalArgs};
+use sdpo_cli::commands::export::{Export, ExportArgs};
+use sdpo_cli::commands::generate::{Generate, GenerateArgs};
+use sdpo_cli::commands::inspect::{Inspect, InspectArgs};
+use sdpo_cli::commands::train::{train, TrainArgs};
+use sdpo_cli::error::{report, CliError};
+use sdpo_cli::models::ModelRef;
 
 /// SDPO (Self-Distilled Policy Optimization) for language models, on Burn.
 ///

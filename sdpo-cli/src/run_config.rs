@@ -262,7 +262,15 @@ impl RunConfig {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(parse_typed(&text, &path.display().to_string())?)
+        Self::from_run_file_text(&text, &path.display().to_string())
+    }
+
+    /// [`Self::from_run_file`] on text; `source_name` names it in errors.
+    ///
+    /// # Errors
+    /// [`CliError::Config`] naming `source_name`.
+    pub fn from_run_file_text(text: &str, source_name: &str) -> Result<Self, CliError> {
+        Ok(parse_typed(text, source_name)?)
     }
 
     fn to_tree(&self) -> Result<Node, CliError> {

@@ -301,14 +301,22 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_metrics() {
         };
         ok(sdpo_in(tmp.path(), args));
     }
-    assert!(interrupted >= 2, "only {interrupted} kills hit a running process");
+    assert!(
+        interrupted >= 2,
+        "only {interrupted} kills hit a running process"
+    );
     let (got, want) = (
         without_times(rows(&run.join("metrics.jsonl"))),
         without_times(rows(&reference.join("metrics.jsonl"))),
     );
     assert_eq!(got.len(), want.len(), "steps logged");
     for (step, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_eq!(g, w, "step {}: metrics differ from the uninterrupted run", step + 1);
+        assert_eq!(
+            g,
+            w,
+            "step {}: metrics differ from the uninterrupted run",
+            step + 1
+        );
     }
     assert_eq!(
         rows(&run.join("eval.jsonl")),
@@ -499,4 +507,59 @@ fn a_reward_failing_on_every_sample_stops_the_run_loudly() {
         2,
         "stopped before a third update"
     );
+}
+
+/// What `kill -9` leaves between writing a step's metrics and finishing its checkpoint: a
+/// metrics row and an evaluation past the newest checkpoint and a half-written checkpoint
+/// folder. Resuming removes the folder and the rows, and re-runs the step once.
+#[test]
+fn leftovers_of_a_killed_run_are_cleaned_and_not_duplicated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    ok(sdpo_in(
+        tmp.path(),
+        &[
+            "train",
+            "--smoke",
+            "--set",
+            "train.checkpoint_every=1",
+            "--out",
+            run_s,
+        ],
+    ));
+    let metrics = run.join("metrics.jsonl");
+    let mut text = std::fs::read_to_string(&metrics).unwrap();
+    text.push_str("{\"step\": 4, \"reward/mean\": 0.5}\n{\"step\": 5, \"rew");
+    std::fs::write(&metrics, text).unwrap();
+    let evals = run.join("eval.jsonl");
+    let mut text = std::fs::read_to_string(&evals).unwrap();
+    text.push_str("{\"step\": 4, \"held_out_success\": 0.25}\n");
+    std::fs::write(&evals, text).unwrap();
+    let partial = run.join("checkpoints/step-4.tmp-99999");
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::write(partial.join("model.mpk"), b"half").unwrap();
+    std::fs::write(run.join("config.ron.tmp-99999"), b"(").unwrap();
+
+    let stderr = ok(sdpo_in(
+        tmp.path(),
+        &["train", "--resume", run_s, "--steps", "4"],
+    ));
+    assert!(stderr.contains("step-4.tmp-99999"), "{stderr}");
+    let steps: Vec<u64> = rows(&metrics)
+        .iter()
+        .map(|r| r["step"].as_f64().unwrap() as u64)
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+    let eval_steps: Vec<u64> = rows(&evals)
+        .iter()
+        .map(|r| r["step"].as_f64().unwrap() as u64)
+        .collect();
+    assert_eq!(
+        eval_steps.iter().filter(|&&s| s == 4).count(),
+        1,
+        "{eval_steps:?}"
+    );
+    assert!(find_names(&run, ".tmp-").is_empty());
+    assert_eq!(latest(&run), "step-4");
 }

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use burn::tensor::{backend::Backend, DType, Device, Tensor};
 use burn_store::{
     ApplyError, ApplyResult, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore,
-    SafetensorsStoreError, TensorSnapshot,
+    SafetensorsStoreError, TensorSnapshot, TensorSnapshotError,
 };
 use serde::Deserialize;
 
@@ -137,6 +137,17 @@ pub enum LoadError {
         /// Layers the file's tensor names cover (`model.layers.N` / `blk.N`).
         found: usize,
     },
+    /// The config describes a model larger than its weight files can hold (checked before the
+    /// model is built).
+    #[error("{}: the config describes a model of at least {needed} parameters, but the weights hold at most {available} values", file.display())]
+    TooLarge {
+        /// The weight file (or shard index, or GGUF file).
+        file: PathBuf,
+        /// The config's lower bound on parameters.
+        needed: u128,
+        /// Values the weight files can hold.
+        available: u128,
+    },
     /// A file holds tensors that belong to no parameter (wrong architecture or config).
     #[error("{}: unused tensors (no such parameter in a {model_type} model): {}", file.display(), name_list(tensors))]
     UnusedTensors {
@@ -190,12 +201,24 @@ pub struct CastFloat(pub DType);
 impl ModuleAdapter for CastFloat {
     fn adapt(&self, snapshot: &TensorSnapshot) -> TensorSnapshot {
         let target = self.0;
-        if !snapshot.dtype.is_float() || snapshot.dtype == target {
+        if snapshot.dtype == target {
             return snapshot.clone();
         }
         let data_fn = snapshot.clone_data_fn();
+        let found = snapshot.dtype;
+        // An integer or boolean tensor where a weight belongs: an error when it is read (Burn
+        // would panic building a float tensor from it).
+        let convert = move || {
+            if found.is_float() {
+                Ok(data_fn()?.convert_dtype(target))
+            } else {
+                Err(TensorSnapshotError::DataError(format!(
+                    "stored as {found:?}, but a weight must be a float tensor"
+                )))
+            }
+        };
         TensorSnapshot::from_closure(
-            Rc::new(move || Ok(data_fn()?.convert_dtype(target))),
+            Rc::new(convert),
             target,
             snapshot.shape.clone(),
             snapshot.path_stack.clone().unwrap_or_default(),
@@ -292,6 +315,12 @@ pub fn load_hf_weights<B: Backend>(
     device: &Device<B>,
 ) -> Result<CausalLm<B>, LoadError> {
     let (files, blame) = weight_files(dir)?;
+    // At least 2 bytes a value (f16/bf16): a bound on what the files can hold.
+    let bytes: u128 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len() as u128))
+        .sum();
+    check_size(&blame, config, bytes / 2)?;
     let mut model = CausalLm::<B>::new(config, device);
     let float_dtype = float_dtype::<B>(device);
 
@@ -508,4 +537,21 @@ mod bounded_error_tests {
             "{err}"
         );
     }
+}
+
+/// Fails when `config` needs more parameters than `available` values (what the weight files
+/// hold), before a model of that size is built.
+///
+/// # Errors
+/// [`LoadError::TooLarge`] naming `file`.
+pub fn check_size(file: &Path, config: &ModelConfig, available: u128) -> Result<(), LoadError> {
+    let needed = config.min_parameters();
+    if needed > available {
+        return Err(LoadError::TooLarge {
+            file: file.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
 }

@@ -65,9 +65,10 @@ use crate::gguf::{
     gguf_tensor_name, hf_tensor_name, GgufError, GgufFile, GgufModelConfig, GgufTokenizerMeta,
 };
 use crate::hf::{
-    check_layer_count, float_dtype, load_adapter, load_hf_config, load_hf_weights, WeightTally,
+    check_layer_count, check_size, float_dtype, load_adapter, load_hf_config, load_hf_weights,
+    WeightTally,
 };
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::tokenizer::{guarded, Tokenizer, TokenizerError};
 use crate::LoadError;
 
 #[cfg(test)]
@@ -265,10 +266,10 @@ pub fn gguf_tokenizer(file: &GgufFile) -> Result<Tokenizer, LoadError> {
     };
     let meta = GgufTokenizerMeta::from_gguf(file)?;
     let json = meta.to_hf_tokenizer_json(file)?;
-    let inner = tokenizers::Tokenizer::from_str(&json.to_string()).map_err(|e| {
+    let inner = guarded(|| tokenizers::Tokenizer::from_str(&json.to_string())).map_err(|e| {
         tokenizer_error(TokenizerError::Load {
             path: path.clone(),
-            message: e.to_string(),
+            message: e,
         })
     })?;
     let token = |id| meta.token(id).map(str::to_string);
@@ -348,6 +349,8 @@ fn gguf_weights<B: Backend>(
         hf_names.iter().map(String::as_str),
         config.num_layers,
     )?;
+    let values: u128 = file.tensors().iter().map(|t| t.n_elements() as u128).sum();
+    check_size(&path, config, values)?;
     let file = Rc::new(file);
     // The first reader error met while the model pulls tensors (a closure can only report a
     // string to burn-store; the typed error waits here).

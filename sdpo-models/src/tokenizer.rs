@@ -338,6 +338,25 @@ fn push_unique(ids: &mut Vec<u32>, id: u32) {
     }
 }
 
+/// Runs a call into the `tokenizers` crate with its error as text. That crate panics on some
+/// malformed `tokenizer.json` files (e.g. a `decoder` of the wrong shape) instead of failing;
+/// the panic becomes an error here (its message still goes through the panic hook).
+pub(crate) fn guarded<T, E: std::fmt::Display>(
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(payload) => Err(payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .map_or_else(
+                || "the tokenizers library panicked".to_string(),
+                |m| format!("the tokenizers library panicked: {m}"),
+            )),
+    }
+}
+
 impl Tokenizer {
     /// Loads a Hugging Face tokenizer folder: `tokenizer.json` (required),
     /// `tokenizer_config.json`, `chat_template.jinja` / `chat_template.json` and
@@ -354,13 +373,13 @@ impl Tokenizer {
                 what: "a Hugging Face tokenizer folder needs tokenizer.json",
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
+        let inner = guarded(|| tokenizers::Tokenizer::from_file(&tokenizer_path)).map_err(|e| {
             // A JSON syntax error reads better as one.
             match read_json(&tokenizer_path) {
                 Err(err @ (TokenizerError::Json { .. } | TokenizerError::Io { .. })) => err,
                 _ => TokenizerError::Load {
                     path: tokenizer_path.clone(),
-                    message: e.to_string(),
+                    message: e,
                 },
             }
         })?;
@@ -575,13 +594,13 @@ impl Tokenizer {
     /// their ids, as in Hugging Face; `add_special_tokens` applies the
     /// tokenizer's post-processor (e.g. a leading BOS).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| TokenizerError::Encode {
-                len: text.len(),
-                start: text.chars().take(40).collect(),
-                message: e.to_string(),
+        let encoding =
+            guarded(|| self.inner.encode_fast(text, add_special_tokens)).map_err(|e| {
+                TokenizerError::Encode {
+                    len: text.len(),
+                    start: text.chars().take(40).collect(),
+                    message: e,
+                }
             })?;
         Ok(encoding.get_ids().to_vec())
     }
@@ -591,12 +610,12 @@ impl Tokenizer {
         for (position, &id) in ids.iter().enumerate() {
             self.check_id(id, position)?;
         }
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| TokenizerError::Decode {
+        guarded(|| self.inner.decode(ids, skip_special_tokens)).map_err(|e| {
+            TokenizerError::Decode {
                 count: ids.len(),
-                message: e.to_string(),
-            })
+                message: e,
+            }
+        })
     }
 
     /// Renders `messages` with the chat template, as transformers'

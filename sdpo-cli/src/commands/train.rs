@@ -480,6 +480,16 @@ fn run_steps<B: AutodiffBackend>(
         label,
         held: None,
     };
+    let capped = trainer.config().sdpo.max_reprompt_len;
+    if capped < cfg.train.sdpo.max_reprompt_len {
+        note(
+            &hooks.bar,
+            &format!(
+                "{label}: teacher prompts are capped at {capped} tokens (train.sdpo.max_reprompt_len = {}): the model's context minus sampling.max_new_tokens",
+                cfg.train.sdpo.max_reprompt_len
+            ),
+        );
+    }
     interrupt::training_started();
     if !resumed {
         hooks.held = hooks.evaluate(trainer, |s| {

@@ -175,6 +175,23 @@ pub enum ConfigError {
 }
 
 impl ModelConfig {
+    /// A lower bound on the model's parameter count (embeddings, attention and MLP weights;
+    /// norms and biases left out), saturating: loaders compare it with what a weight file can
+    /// hold before building a model, so a corrupt header cannot make them allocate terabytes.
+    pub fn min_parameters(&self) -> u128 {
+        let n = |v: usize| v as u128;
+        let attention = n(self.hidden_size)
+            .saturating_mul(n(self.num_heads).saturating_add(n(self.num_kv_heads)))
+            .saturating_mul(n(self.head_dim))
+            .saturating_mul(2);
+        let mlp = n(self.hidden_size)
+            .saturating_mul(n(self.intermediate_size))
+            .saturating_mul(3);
+        n(self.vocab_size)
+            .saturating_mul(n(self.hidden_size))
+            .saturating_add(n(self.num_layers).saturating_mul(attention.saturating_add(mlp)))
+    }
+
     /// Checks a parsed `config.json` and resolves family defaults.
     ///
     /// # Errors

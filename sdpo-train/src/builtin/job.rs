@@ -56,8 +56,9 @@ pub const BUILTIN_FEEDBACK_TEMPLATE: &str = "\nFeedback on a wrong answer: {feed
 /// The training settings of the built-in job (what `sdpo train` runs with no config): the
 /// reference's SDPO defaults except where the tiny model calls for others — a frozen teacher
 /// (the EMA teacher forgets how to read its reprompt, which the student is never trained on,
-/// and the run collapses), top-20 distillation (vocabulary of 99), short reprompt templates,
-/// 8 new tokens, learning rate 3e-4, 500 steps.
+/// and the run collapses), top-20 distillation (vocabulary of 99), short reprompt templates
+/// capped at 256 tokens (the model has 512 positions), 8 new tokens, learning rate 3e-4,
+/// 500 steps.
 pub fn default_train_config() -> TrainConfig {
     let mut cfg = TrainConfig {
         steps: 500,
@@ -71,6 +72,7 @@ pub fn default_train_config() -> TrainConfig {
     cfg.sdpo.reprompt_template = BUILTIN_REPROMPT_TEMPLATE.to_string();
     cfg.sdpo.solution_template = BUILTIN_SOLUTION_TEMPLATE.to_string();
     cfg.sdpo.feedback_template = BUILTIN_FEEDBACK_TEMPLATE.to_string();
+    cfg.sdpo.max_reprompt_len = 256;
     cfg.optimizer.learning_rate = 3e-4;
     cfg
 }

@@ -1,0 +1,7 @@
+//! `cargo +nightly fuzz run gguf`: see `sdpo_cli::fuzzing::gguf`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(
+    init: sdpo_cli::fuzzing::count_only_escaping_panics(),
+    |data: &[u8]| sdpo_cli::fuzzing::gguf(data)
+);
