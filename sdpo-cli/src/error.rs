@@ -12,6 +12,11 @@ use sdpo_train::dataset::DatasetError;
 use sdpo_train::reward::RewardBuildError;
 use sdpo_train::TrainError;
 
+/// Exit status of a run stopped by a signal after writing its checkpoint ([`CliError::Interrupted`]).
+pub const EXIT_INTERRUPTED: i32 = 3;
+/// Exit status of a run ended by a signal without saving (before training, or a second signal).
+pub const EXIT_ABORTED: i32 = 130;
+
 /// Why a command failed. `main` prints it with its cause chain and exits with
 /// [`CliError::exit_code`] (1, or 3 for a run interrupted by a signal after saving).
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +134,9 @@ impl From<TrainError> for CliError {
 impl CliError {
     /// The process exit status for this error: [`EXIT_INTERRUPTED`] for
     /// [`CliError::Interrupted`], 1 otherwise.
-    ///
-    /// [`EXIT_INTERRUPTED`]: crate::interrupt::EXIT_INTERRUPTED
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::Interrupted { .. } => crate::interrupt::EXIT_INTERRUPTED,
+            CliError::Interrupted { .. } => EXIT_INTERRUPTED,
             _ => 1,
         }
     }

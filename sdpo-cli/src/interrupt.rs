@@ -3,17 +3,13 @@
 //! Before training starts (config, model loading, warm start) a signal ends the process at
 //! once: there is nothing to save. While training, the first signal asks the run to stop after
 //! the current step: the trainer writes a checkpoint and the summary, and the process exits
-//! with [`EXIT_INTERRUPTED`] and a message saying how to resume. A second signal aborts at
-//! once ([`EXIT_ABORTED`]; the newest complete checkpoint stays intact).
+//! with [`EXIT_INTERRUPTED`](crate::error::EXIT_INTERRUPTED) and a message saying how to
+//! resume. A second signal aborts at once ([`EXIT_ABORTED`]; the newest complete checkpoint
+//! stays intact).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use crate::error::CliError;
-
-/// Exit status of a run stopped by a signal after writing its checkpoint.
-pub const EXIT_INTERRUPTED: i32 = 3;
-/// Exit status of a run ended by a signal without saving (before training, or a second signal).
-pub const EXIT_ABORTED: i32 = 130;
+use crate::error::{CliError, EXIT_ABORTED};
 
 const PREPARING: u8 = 0;
 const TRAINING: u8 = 1;

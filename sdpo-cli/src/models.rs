@@ -7,14 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::Device;
 
 use sdpo_models::lora::{merge, LoraSet};
 use sdpo_models::{load, CausalLm, Tokenizer};
 use sdpo_train::builtin::{char_tokenizer, init_model, tiny_model_config};
-use sdpo_train::checkpoint::{self, latest_checkpoint};
+use sdpo_train::checkpoint;
 
 use crate::error::CliError;
 use crate::run_config::{ModelSpec, RunConfig};
@@ -61,7 +60,11 @@ impl ModelRef {
             return Ok(Self::Spec(ModelSpec::Gguf(path)));
         }
         if path.join(RUN_CONFIG).is_file() {
-            let checkpoint = latest_checkpoint(&path.join(CHECKPOINTS))?;
+            // The newest checkpoint whose files match their manifest (as `--resume` picks).
+            let (checkpoint, skipped) = checkpoint::newest_intact(&path.join(CHECKPOINTS))?;
+            for line in skipped {
+                eprintln!("warning: {line}");
+            }
             return Ok(Self::Run {
                 dir: path,
                 checkpoint,
@@ -137,7 +140,7 @@ pub fn load_run_base<B: Backend>(
     let base = dir.join(BASE_MODEL);
     let model = if base.is_file() {
         let record = checkpoint::read_record::<B, _>(&base, device)?;
-        model.load_record(record)
+        checkpoint::load_into(model, record, &base)?
     } else if cfg.model == ModelSpec::Builtin {
         return Err(CliError::RunFolder {
             path: dir.to_path_buf(),
@@ -160,11 +163,12 @@ pub fn apply_checkpoint<B: Backend>(
     cfg: &RunConfig,
     device: &Device<B>,
 ) -> Result<CausalLm<B>, CliError> {
+    checkpoint::verify(checkpoint_dir)?;
     let full = checkpoint_dir.join("model.mpk");
     let adapters = checkpoint_dir.join("adapters.mpk");
     if full.is_file() {
         let record = checkpoint::read_record::<B, _>(&full, device)?;
-        return Ok(base.load_record(record));
+        return Ok(checkpoint::load_into(base, record, &full)?);
     }
     if adapters.is_file() {
         let lora_cfg = cfg.train.lora.as_ref().ok_or_else(|| CliError::RunFolder {
@@ -173,7 +177,7 @@ pub fn apply_checkpoint<B: Backend>(
         })?;
         let set = LoraSet::<B>::new(lora_cfg, &base.config, device)?;
         let record = checkpoint::read_record::<B, _>(&adapters, device)?;
-        let set = set.load_record(record);
+        let set = checkpoint::load_into(set, record, &adapters)?;
         return Ok(merge(&base, &set)?);
     }
     Err(CliError::RunFolder {

@@ -190,23 +190,9 @@ fn ron_options() -> ron::Options {
     ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
 }
 
-/// Parses RON text as `T`, reporting `source_name:line:column` on failure.
-///
-/// # Errors
-/// [`ConfigError::Parse`].
-pub fn parse_typed<T: serde::de::DeserializeOwned>(
-    text: &str,
-    source_name: &str,
-) -> Result<T, ConfigError> {
-    ron_options()
-        .from_str(text)
-        .map_err(|e: ron::error::SpannedError| ConfigError::Parse {
-            source_name: source_name.to_string(),
-            line: e.position.line,
-            column: e.position.col,
-            message: e.code.to_string(),
-        })
-}
+/// Parses RON text as `T` (implicit `Some`), reporting `source_name:line:column` on failure:
+/// the same parser as every RON config of the workspace.
+pub use sdpo_core::config::parse_ron as parse_typed;
 
 impl RunConfig {
     /// The defaults a file naming `model` starts from: the built-in job for the built-in
@@ -514,15 +500,12 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.effective_task(), Some(Task::SortDigits));
         let text = cfg.to_ron_string().unwrap();
-        assert_eq!(RunConfig::from_run_file_text(&text), cfg);
+        assert_eq!(
+            RunConfig::from_run_file_text(&text, "config.ron").unwrap(),
+            cfg
+        );
         // The layering path reads it back unchanged too.
         assert_eq!(RunConfig::from_ron_str(&text, "c.ron").unwrap(), cfg);
-    }
-
-    impl RunConfig {
-        fn from_run_file_text(text: &str) -> Self {
-            parse_typed(text, "config.ron").unwrap()
-        }
     }
 
     #[test]

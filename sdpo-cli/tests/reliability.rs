@@ -82,6 +82,29 @@ fn rows(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The `step` of every row of a metrics or evaluation log.
+fn steps_in(path: &Path) -> Vec<u64> {
+    rows(path)
+        .iter()
+        .map(|r| r["step"].as_f64().unwrap() as u64)
+        .collect()
+}
+
+/// A finished smoke run (3 steps) into `run`, with a checkpoint after every step.
+fn smoke_checkpointing_every_step(cwd: &Path, run: &Path) {
+    ok(sdpo_in(
+        cwd,
+        &[
+            "train",
+            "--smoke",
+            "--set",
+            "train.checkpoint_every=1",
+            "--out",
+            run.to_str().unwrap(),
+        ],
+    ));
+}
+
 fn latest(run: &Path) -> String {
     std::fs::read_to_string(run.join("checkpoints/latest")).unwrap()
 }
@@ -132,10 +155,7 @@ fn a_second_run_into_a_held_folder_is_refused_naming_the_holder() {
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(3), "{stderr}");
     // Nothing mixed: one metrics row per step, each step once, up to the last checkpoint.
-    let steps: Vec<u64> = rows(&run.join("metrics.jsonl"))
-        .iter()
-        .map(|r| r["step"].as_f64().unwrap() as u64)
-        .collect();
+    let steps: Vec<u64> = steps_in(&run.join("metrics.jsonl"));
     assert_eq!(steps, (1..=steps.len() as u64).collect::<Vec<_>>());
     assert_eq!(latest(&run), format!("step-{}", steps.len()));
 }
@@ -206,10 +226,7 @@ fn ctrl_c_finishes_the_step_checkpoints_and_resumes() {
         tmp.path(),
         &["train", "--resume", run_s, "--steps", &more],
     ));
-    let steps: Vec<u64> = rows(&run.join("metrics.jsonl"))
-        .iter()
-        .map(|r| r["step"].as_f64().unwrap() as u64)
-        .collect();
+    let steps: Vec<u64> = steps_in(&run.join("metrics.jsonl"));
     assert_eq!(steps, (1..=done as u64 + 2).collect::<Vec<_>>());
 }
 
@@ -331,17 +348,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let run_s = run.to_str().unwrap();
-    ok(sdpo_in(
-        tmp.path(),
-        &[
-            "train",
-            "--smoke",
-            "--set",
-            "train.checkpoint_every=1",
-            "--out",
-            run_s,
-        ],
-    ));
+    smoke_checkpointing_every_step(tmp.path(), &run);
     // Same size, other bytes.
     let model = run.join("checkpoints/step-3/model.mpk");
     let mut bytes = std::fs::read(&model).unwrap();
@@ -357,10 +364,7 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
         "{stderr}"
     );
     assert!(stderr.contains("step-2 instead"), "{stderr}");
-    let steps: Vec<u64> = rows(&run.join("metrics.jsonl"))
-        .iter()
-        .map(|r| r["step"].as_f64().unwrap() as u64)
-        .collect();
+    let steps: Vec<u64> = steps_in(&run.join("metrics.jsonl"));
     assert_eq!(steps, [1, 2, 3, 4], "step 3 re-run once, not duplicated");
 }
 
@@ -517,17 +521,7 @@ fn leftovers_of_a_killed_run_are_cleaned_and_not_duplicated() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let run_s = run.to_str().unwrap();
-    ok(sdpo_in(
-        tmp.path(),
-        &[
-            "train",
-            "--smoke",
-            "--set",
-            "train.checkpoint_every=1",
-            "--out",
-            run_s,
-        ],
-    ));
+    smoke_checkpointing_every_step(tmp.path(), &run);
     let metrics = run.join("metrics.jsonl");
     let mut text = std::fs::read_to_string(&metrics).unwrap();
     text.push_str("{\"step\": 4, \"reward/mean\": 0.5}\n{\"step\": 5, \"rew");
@@ -546,15 +540,9 @@ fn leftovers_of_a_killed_run_are_cleaned_and_not_duplicated() {
         &["train", "--resume", run_s, "--steps", "4"],
     ));
     assert!(stderr.contains("step-4.tmp-99999"), "{stderr}");
-    let steps: Vec<u64> = rows(&metrics)
-        .iter()
-        .map(|r| r["step"].as_f64().unwrap() as u64)
-        .collect();
+    let steps = steps_in(&metrics);
     assert_eq!(steps, [1, 2, 3, 4]);
-    let eval_steps: Vec<u64> = rows(&evals)
-        .iter()
-        .map(|r| r["step"].as_f64().unwrap() as u64)
-        .collect();
+    let eval_steps = steps_in(&evals);
     assert_eq!(
         eval_steps.iter().filter(|&&s| s == 4).count(),
         1,

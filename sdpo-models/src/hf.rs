@@ -510,6 +510,23 @@ pub fn check_layer_count<'a>(
     Ok(())
 }
 
+/// Fails when `config` needs more parameters than `available` values (what the weight files
+/// hold), before a model of that size is built.
+///
+/// # Errors
+/// [`LoadError::TooLarge`] naming `file`.
+pub fn check_size(file: &Path, config: &ModelConfig, available: u128) -> Result<(), LoadError> {
+    let needed = config.min_parameters();
+    if needed > available {
+        return Err(LoadError::TooLarge {
+            file: file.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod bounded_error_tests {
     use super::*;
@@ -537,21 +554,4 @@ mod bounded_error_tests {
             "{err}"
         );
     }
-}
-
-/// Fails when `config` needs more parameters than `available` values (what the weight files
-/// hold), before a model of that size is built.
-///
-/// # Errors
-/// [`LoadError::TooLarge`] naming `file`.
-pub fn check_size(file: &Path, config: &ModelConfig, available: u128) -> Result<(), LoadError> {
-    let needed = config.min_parameters();
-    if needed > available {
-        return Err(LoadError::TooLarge {
-            file: file.to_path_buf(),
-            needed,
-            available,
-        });
-    }
-    Ok(())
 }

@@ -144,32 +144,9 @@ fn fit_calls_the_hooks_and_stops_when_told() {
         }
     }
 
-    let device = Default::default();
-    Inner::seed(&device, 2);
-    let tok = char_tokenizer().unwrap();
-    let model = init_model::<B>(&tiny_model_config(tok.vocab_size()), &device);
-    let rows = Task::Addition.problems().into_iter().take(8).collect();
-    let cfg = TrainConfig {
-        num_generations: 2,
-        prompts_per_step: 2,
-        steps: 10,
-        checkpoint_every: 2,
-        sampling: SamplingParams {
-            max_new_tokens: 3,
-            ..SamplingParams::default()
-        },
-        ..TrainConfig::default()
-    };
+    let layers = tiny_model_config(char_tokenizer().unwrap().vocab_size()).num_layers;
     let rewards = Rewards::new().add(Task::Addition, 1.0).unwrap();
-    let mut trainer = SdpoTrainer::new(
-        cfg,
-        model,
-        tok,
-        Dataset::from_rows(rows).unwrap(),
-        rewards,
-        &device,
-    )
-    .unwrap();
+    let mut trainer = small_trainer(2, layers, rewards);
     let dir = tempfile::tempdir().unwrap();
     let mut hooks = Record::default();
     trainer.fit(dir.path(), &mut hooks).unwrap();
@@ -197,7 +174,8 @@ fn fit_calls_the_hooks_and_stops_when_told() {
     assert_eq!((seen, trainer.steps_done()), (7, 10));
 }
 
-/// A small trainer on addition problems with `rewards`, two prompts of two samples a step.
+/// A small trainer on addition problems with `rewards`: the built-in model with `layers`
+/// layers, two prompts of two samples a step, 10 steps, a checkpoint every 2.
 fn small_trainer(seed: u64, layers: usize, rewards: Rewards) -> SdpoTrainer<B> {
     let device = Default::default();
     Inner::seed(&device, seed);
@@ -210,6 +188,7 @@ fn small_trainer(seed: u64, layers: usize, rewards: Rewards) -> SdpoTrainer<B> {
         num_generations: 2,
         prompts_per_step: 2,
         steps: 10,
+        checkpoint_every: 2,
         sampling: SamplingParams {
             max_new_tokens: 3,
             ..SamplingParams::default()
@@ -240,7 +219,7 @@ impl sdpo_train::reward::Reward for Flaky {
         &self,
         input: &sdpo_train::reward::RewardInput<'_>,
     ) -> Result<sdpo_train::reward::RewardOutput, sdpo_train::reward::RewardError> {
-        if self.always || input.completion.len() % 2 == 0 {
+        if self.always || input.completion.len().is_multiple_of(2) {
             Err(sdpo_train::reward::RewardError::custom(
                 "Traceback: VERIFIER-STACK-TRACE",
             ))

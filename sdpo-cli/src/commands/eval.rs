@@ -260,9 +260,14 @@ impl Dispatch for Eval {
             self.rows.len()
         );
         // The run's own prompt limit, else what the model's context leaves for the prompt.
-        let mut budget_cfg = TrainConfig::default();
-        budget_cfg.max_prompt_len = self.max_prompt_len;
-        budget_cfg.sampling.max_new_tokens = self.params.max_new_tokens;
+        let budget_cfg = TrainConfig {
+            max_prompt_len: self.max_prompt_len,
+            sampling: SamplingParams {
+                max_new_tokens: self.params.max_new_tokens,
+                ..SamplingParams::default()
+            },
+            ..TrainConfig::default()
+        };
         let budget = budget_cfg
             .prompt_budget(model.config.max_position_embeddings)
             .map_err(|e| e.within("train"))?;
