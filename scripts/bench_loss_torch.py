@@ -10,10 +10,12 @@ top-k 100 + tail JSD (alpha 0.5, is_clip 2, token-mean) forward and
 forward+backward, and full-vocabulary JSD. The formula is the reference's
 (`compute_self_distillation_loss` in lasgroup/SDPO), including how its actor
 computes the inputs: `torch.topk` on the student logits, `logsumexp` of both,
-`log_softmax` for full vocabulary. Prints the median of N runs per case.
+`log_softmax` for full vocabulary. Prints the median of N runs per case and
+the peak extra memory of one forward+backward (as `benches/loss_memory.rs`).
 Run it on an otherwise idle machine.
 """
 
+import gc
 import os
 import statistics
 import time
@@ -59,6 +61,24 @@ def loss(s, t, ids, mask, old, topk):
     return (per * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def status_bytes(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def peak_extra(fn):
+    """Peak resident bytes above the current ones while `fn` runs (Linux)."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident size
+    before = status_bytes("VmRSS")
+    fn()
+    return status_bytes("VmHWM") - before
+
+
 def timed(fn):
     fn()  # warm-up
     times = []
@@ -99,6 +119,17 @@ def main():
     for name, fn in cases:
         sec = timed(fn)
         print(f"{name:<36} {sec * 1e3:10.1f} ms   {gb / sec:6.2f} GB/s of logits")
+    tensor_mb = s.numel() * 4 / 1e6
+    print(f"peak extra memory of forward+backward (one [B, T, V] f32 tensor is {tensor_mb:.0f} MB):")
+    for name, topk in [("topk100_tail_jsd", True), ("full_vocab_jsd", False)]:
+        x = s.clone().requires_grad_(True)
+
+        def step():
+            loss(x, t, ids, mask, old, topk).backward()
+
+        mb = peak_extra(step) / 1e6
+        print(f"{name + '/forward_backward':<36} {mb:10.0f} MB   {mb / tensor_mb:5.2f} x [B,T,V]")
+        del x
     rows = max(BATCH * LEN // 8, 1)
     part = s.reshape(-1, VOCAB)[:rows]
     sec = timed(lambda: torch.topk(part, TOPK, dim=-1)[1][0, 0].item())

@@ -1,8 +1,8 @@
 //! Compute backends: which are compiled in, and the dispatch from a [`BackendKind`] to a
-//! generic `run::<B: AutodiffBackend>` (see [`Dispatch`]).
+//! generic `run::<B: TrainBackend>` (see [`Dispatch`]).
 
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
+use sdpo_train::TrainBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CliError;
@@ -55,7 +55,7 @@ pub trait Dispatch {
     ///
     /// # Errors
     /// The command's.
-    fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<Self::Output, CliError>;
+    fn run<B: TrainBackend>(self, device: Device<B>) -> Result<Self::Output, CliError>;
 }
 
 /// Runs `command` on the backend `kind`, on its default device.

@@ -19,10 +19,14 @@ static STATE: AtomicU8 = AtomicU8::new(PREPARING);
 
 /// Installs the handler (once per process; later calls do nothing).
 ///
+/// It replaces an inherited disposition too: a shell script's background job starts with
+/// SIGINT ignored, and `ctrlc::try_set_handler` would then install nothing at all (SIGTERM
+/// included), so `kill -INT`/`kill -TERM` of a background run would lose its work.
+///
 /// # Errors
 /// [`CliError::Argument`] when the OS refuses the handler.
 pub fn install() -> Result<(), CliError> {
-    match ctrlc::try_set_handler(on_signal) {
+    match ctrlc::set_handler(on_signal) {
         Ok(()) | Err(ctrlc::Error::MultipleHandlers) => Ok(()),
         Err(e) => Err(CliError::Argument {
             arg: "signal handler".into(),

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
+use sdpo_train::TrainBackend;
 
 use sdpo_models::CausalLm;
 use sdpo_models::Tokenizer;
@@ -84,7 +84,7 @@ pub fn load_data(cfg: &RunConfig) -> Result<Data, CliError> {
 }
 
 /// A trainer ready to step, with what else a run needs.
-pub struct Job<B: AutodiffBackend> {
+pub struct Job<B: TrainBackend> {
     /// The trainer.
     pub trainer: SdpoTrainer<B>,
     /// Held-out rows for greedy success.
@@ -108,7 +108,7 @@ pub struct Job<B: AutodiffBackend> {
 ///
 /// # Errors
 /// [`CliError`] naming the file, field or model that failed.
-pub fn build_job<B: AutodiffBackend>(
+pub fn build_job<B: TrainBackend>(
     cfg: &RunConfig,
     device: &Device<B>,
     on_warm_step: impl FnMut(usize, f64),
@@ -158,7 +158,7 @@ pub fn build_job<B: AutodiffBackend>(
 /// # Errors
 /// As [`build_job`]; [`CliError::Checkpoint`] / [`CliError::Train`] for a checkpoint that
 /// does not fit.
-pub fn resume_job<B: AutodiffBackend>(
+pub fn resume_job<B: TrainBackend>(
     cfg: &RunConfig,
     dir: &Path,
     checkpoint: &Path,
@@ -172,7 +172,7 @@ pub fn resume_job<B: AutodiffBackend>(
     Ok(job)
 }
 
-fn job_from_model<B: AutodiffBackend>(
+fn job_from_model<B: TrainBackend>(
     cfg: &RunConfig,
     model: CausalLm<B>,
     tokenizer: Tokenizer,
@@ -217,7 +217,7 @@ pub fn tail_mean(losses: &[f64]) -> Option<f64> {
 ///
 /// # Errors
 /// As [`SdpoTrainer::new`].
-pub fn grpo_trainer<B: AutodiffBackend>(
+pub fn grpo_trainer<B: TrainBackend>(
     cfg: &RunConfig,
     job: &Job<B>,
     device: &Device<B>,

@@ -73,6 +73,23 @@ fn signal(child: &Child, sig: libc::c_int) {
     assert_eq!(rc, 0, "kill({}, {sig})", child.id());
 }
 
+/// Waits for a child that was asked to stop; kills it and fails after two minutes (a signal
+/// that was not handled would otherwise leave the test waiting for 100 000 steps).
+fn wait_stopped(child: &mut Child) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the run did not stop within two minutes of the signal");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 fn rows(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -151,7 +168,7 @@ fn a_second_run_into_a_held_folder_is_refused_naming_the_holder() {
     assert!(err.contains("in use by another"), "{err}");
     wait_for("a step", || !rows(&run.join("metrics.jsonl")).is_empty());
     signal(&a, libc::SIGTERM);
-    let status = a.wait().unwrap();
+    let status = wait_stopped(&mut a);
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(3), "{stderr}");
     // Nothing mixed: one metrics row per step, each step once, up to the last checkpoint.
@@ -200,7 +217,7 @@ fn ctrl_c_finishes_the_step_checkpoints_and_resumes() {
     let mut child = spawn_in(tmp.path(), &args, &log);
     wait_for("two steps", || rows(&run.join("metrics.jsonl")).len() >= 2);
     signal(&child, libc::SIGINT);
-    let status = child.wait().unwrap();
+    let status = wait_stopped(&mut child);
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(3), "{stderr}");
     let done = rows(&run.join("metrics.jsonl")).len();
@@ -230,6 +247,40 @@ fn ctrl_c_finishes_the_step_checkpoints_and_resumes() {
     assert_eq!(steps, (1..=done as u64 + 2).collect::<Vec<_>>());
 }
 
+/// A shell script's background job (`sdpo train … &`) starts with SIGINT ignored; `kill -INT`
+/// and `kill -TERM` must still stop it cleanly (the handler replaces an inherited disposition).
+#[test]
+fn a_background_run_with_sigint_ignored_still_stops_cleanly() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let log = tmp.path().join("train.log");
+    let mut cmd = bin();
+    cmd.args([&["train"][..], &LONG, &[run.to_str().unwrap()]].concat())
+        .current_dir(tmp.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    // SAFETY: signal(2) is async-signal-safe; the child only sets a disposition before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("the sdpo binary starts");
+    wait_for("two steps", || rows(&run.join("metrics.jsonl")).len() >= 2);
+    signal(&child, libc::SIGINT);
+    let status = wait_stopped(&mut child);
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    let done = rows(&run.join("metrics.jsonl")).len();
+    assert_eq!(
+        latest(&run),
+        format!("step-{done}"),
+        "checkpoint at the stop"
+    );
+}
+
 #[test]
 fn a_signal_before_training_ends_the_process_at_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -244,7 +295,7 @@ fn a_signal_before_training_ends_the_process_at_once() {
         std::fs::read_to_string(run.join(".lock")).is_ok_and(|t| t.contains("pid"))
     });
     signal(&child, libc::SIGINT);
-    let status = child.wait().unwrap();
+    let status = wait_stopped(&mut child);
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("nothing to save"), "{stderr}");

@@ -11,9 +11,12 @@
 //! 805 MB of f32. Cases:
 //! - `floor/read_both`: summing both logit tensors once with 2 threads (plain
 //!   Rust over the raw buffers): no loss can be faster than reading its input;
-//! - `topk100_tail_jsd/forward` and `/forward_backward`: the default config
-//!   (top-k 100 + tail bucket, alpha 0.5, is_clip 2, token-mean);
-//! - `full_vocab_jsd/forward` and `/forward_backward`: full-vocabulary JSD;
+//! - `topk100_tail_jsd/fused/forward` and `/forward_backward`: the default
+//!   config (top-k 100 + tail bucket, alpha 0.5, is_clip 2, token-mean) on the
+//!   backend's fused kernels (`loss::fused`);
+//! - `full_vocab_jsd/fused/…`: full-vocabulary JSD;
+//! - with `SDPO_BENCH_COMPOSITE=1`, the same cases on the composite code
+//!   (`…/composite/…`; minutes per case at the default shape);
 //! - `topk_indices/chunked` vs `topk_indices/burn_full_sort`: our top-k
 //!   selection against `Tensor::topk_with_indices` on 1/8 of the rows.
 //!
@@ -27,6 +30,7 @@ use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sdpo_core::loss::LossBackend;
 use sdpo_core::loss::{self_distillation_loss, topk_indices, DistillationBatch};
 use sdpo_core::SdpoConfig;
 
@@ -82,7 +86,7 @@ fn batch<Bk: Backend>(
     }
 }
 
-fn forward<B: Backend>(x: &Inputs<B>, cfg: &SdpoConfig) -> B::FloatElem {
+fn forward<B: LossBackend>(x: &Inputs<B>, cfg: &SdpoConfig) -> B::FloatElem {
     let b = batch(
         x.student.clone(),
         x.teacher.clone(),
@@ -93,7 +97,7 @@ fn forward<B: Backend>(x: &Inputs<B>, cfg: &SdpoConfig) -> B::FloatElem {
     self_distillation_loss(b, cfg).loss.into_scalar()
 }
 
-fn forward_backward<B: Backend>(x: &Inputs<B>, cfg: &SdpoConfig) -> B::FloatElem {
+fn forward_backward<B: LossBackend>(x: &Inputs<B>, cfg: &SdpoConfig) -> B::FloatElem {
     let student = Tensor::<Autodiff<B>, 3>::from_inner(x.student.clone()).require_grad();
     let b = batch(
         student.clone(),
@@ -138,7 +142,7 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-fn bench_on<B: Backend>(c: &mut Criterion, backend: &str) {
+fn bench_on<B: LossBackend>(c: &mut Criterion, backend: &str) {
     let (batch_size, len, vocab) = (
         env("SDPO_BENCH_BATCH", 8),
         env("SDPO_BENCH_LEN", 512),
@@ -170,23 +174,28 @@ fn bench_on<B: Backend>(c: &mut Criterion, backend: &str) {
         });
     }
 
-    let topk = SdpoConfig::default();
-    g.bench_function("topk100_tail_jsd/forward", |bch| {
-        bch.iter(|| forward(&x, &topk))
-    });
-    g.bench_function("topk100_tail_jsd/forward_backward", |bch| {
-        bch.iter(|| forward_backward(&x, &topk))
-    });
-    let full = SdpoConfig {
-        distillation_topk: None,
-        ..SdpoConfig::default()
-    };
-    g.bench_function("full_vocab_jsd/forward", |bch| {
-        bch.iter(|| forward(&x, &full))
-    });
-    g.bench_function("full_vocab_jsd/forward_backward", |bch| {
-        bch.iter(|| forward_backward(&x, &full))
-    });
+    let mut paths = vec![("fused", true)];
+    if env("SDPO_BENCH_COMPOSITE", 0) == 1 {
+        paths.push(("composite", false));
+    }
+    for (path, fused_loss) in paths {
+        let topk = SdpoConfig {
+            fused_loss,
+            ..SdpoConfig::default()
+        };
+        let full = SdpoConfig {
+            distillation_topk: None,
+            ..topk.clone()
+        };
+        for (case, cfg) in [("topk100_tail_jsd", &topk), ("full_vocab_jsd", &full)] {
+            g.bench_function(format!("{case}/{path}/forward"), |bch| {
+                bch.iter(|| forward(&x, cfg))
+            });
+            g.bench_function(format!("{case}/{path}/forward_backward"), |bch| {
+                bch.iter(|| forward_backward(&x, cfg))
+            });
+        }
+    }
     g.finish();
 
     // Top-k selection alone, on 1/8 of the rows (a full sort of every row is slow).

@@ -236,6 +236,11 @@ pub struct SdpoConfig {
     /// 0 is GRPO. Default 1.0. (Not in the reference, which switches by
     /// `policy_loss.loss_mode`.)
     pub distillation_weight: f64,
+    /// Compute the distillation loss with the backend's fused kernels where it
+    /// has them (NdArray and Flex on `f32`: see `loss::fused`); `false` runs the
+    /// composite tensor code, the reference the kernels are tested against.
+    /// Default `true`. (Not in the reference.)
+    pub fused_loss: bool,
 
     // ---- teacher -----------------------------------------------------------
     /// Where the teacher's weights come from. Default `ema`. Reference:
@@ -317,6 +322,7 @@ impl Default for SdpoConfig {
             is_clip: Some(2.0),
             loss_agg_mode: LossAggMode::TokenMean,
             distillation_weight: 1.0,
+            fused_loss: true,
             teacher_mode: TeacherMode::Ema,
             teacher_update_rate: 0.05,
             teacher_sync_steps: 1,

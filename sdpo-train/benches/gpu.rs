@@ -68,6 +68,7 @@ use sdpo_train::builtin::{init_model, tiny_model_config};
 use sdpo_train::config::OptimizerConfig;
 use sdpo_train::dataset::{Dataset, DatasetError, Row};
 use sdpo_train::reward::{reward_fn, RewardBuildError, RewardOutput, Rewards};
+use sdpo_train::sdpo_core::loss::LossBackend;
 use sdpo_train::sdpo_core::metrics as names;
 use sdpo_train::{SdpoTrainer, TrainConfig, TrainError};
 
@@ -632,7 +633,11 @@ const STEP_TIMES: [(&str, &str); 6] = [
 ];
 
 /// The `step` phase: one SDPO training step, wall time and the trainer's phase times.
-fn step<B: Backend>(kind: BackendKind, shape: ModelShape, s: &Settings) -> Result<(), BenchError> {
+fn step<B: LossBackend>(
+    kind: BackendKind,
+    shape: ModelShape,
+    s: &Settings,
+) -> Result<(), BenchError> {
     let device: Device<Autodiff<B>> = Default::default();
     let (model, init_s) = build_model::<Autodiff<B>>(shape, &device)?;
     let line_head = head(kind, shape, Phase::Step, &model, init_s);
@@ -702,7 +707,7 @@ fn step<B: Backend>(kind: BackendKind, shape: ModelShape, s: &Settings) -> Resul
     Ok(())
 }
 
-fn phase_on<B: Backend>(
+fn phase_on<B: LossBackend>(
     phase: Phase,
     kind: BackendKind,
     shape: ModelShape,

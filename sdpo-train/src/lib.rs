@@ -23,12 +23,14 @@ pub mod step_batch;
 pub mod step_metrics;
 pub mod teacher;
 pub mod teacher_inputs;
+pub mod train_backend;
 pub mod trainer;
 pub mod ttsd;
 pub mod updater;
 
 pub use config::TrainConfig;
 pub use policy::Policy;
+pub use train_backend::TrainBackend;
 pub use trainer::{FitHooks, Flow, SdpoTrainer, StepReport, TrainError};
 
 pub use sdpo_core;

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
+use crate::TrainBackend;
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::ElementConversion;
 use burn::tensor::{Bool, Int, Tensor};
 
@@ -151,7 +152,7 @@ pub enum StepError {
     Missing(&'static str),
 }
 
-impl<B: AutodiffBackend> Policy<B> {
+impl<B: TrainBackend> Policy<B> {
     /// The loss of one pass (a graph on `B`) and its scalars, without the backward pass.
     ///
     /// # Errors

@@ -16,8 +16,9 @@
 //! mixes them, `lerp(reference, student, rate)`, as verl's `TrustRegionTeacher` does — so rate
 //! 0 is the reference and rate 1 is the `live` teacher.
 
+use crate::TrainBackend;
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
 
 use sdpo_core::teacher::{ema_update, trust_region_logits, TeacherUpdateError};
@@ -147,7 +148,7 @@ impl<B: Backend> Teacher<B> {
 }
 
 /// The teacher for an autodiff student: built from the student's inner module.
-pub fn teacher_for<B: AutodiffBackend>(
+pub fn teacher_for<B: TrainBackend>(
     mode: TeacherMode,
     rate: f64,
     sync_steps: usize,

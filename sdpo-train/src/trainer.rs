@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::TrainBackend;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Tensor};
 
 use sdpo_core::policy::group_advantages;
@@ -169,7 +169,7 @@ pub enum Flow {
 
 /// What [`SdpoTrainer::fit`] calls around the steps; every method defaults to doing nothing.
 /// A closure `FnMut(&StepReport) -> bool` is a hook set too (`false` stops).
-pub trait FitHooks<B: AutodiffBackend, O, S> {
+pub trait FitHooks<B: TrainBackend, O, S> {
     /// The hooks' error; training errors convert into it.
     type Error: From<TrainError>;
 
@@ -203,7 +203,7 @@ pub trait FitHooks<B: AutodiffBackend, O, S> {
     }
 }
 
-impl<B: AutodiffBackend, O, S, F: FnMut(&StepReport) -> bool> FitHooks<B, O, S> for F {
+impl<B: TrainBackend, O, S, F: FnMut(&StepReport) -> bool> FitHooks<B, O, S> for F {
     type Error = TrainError;
 
     fn after_step(
@@ -222,7 +222,7 @@ impl<B: AutodiffBackend, O, S, F: FnMut(&StepReport) -> bool> FitHooks<B, O, S> 
 pub type AdamWOptimizer<B> = OptimizerAdaptor<AdamW, Policy<B>, B>;
 
 /// AdamW with the run's settings.
-pub fn adamw<B: AutodiffBackend>(cfg: &OptimizerConfig) -> AdamWOptimizer<B> {
+pub fn adamw<B: TrainBackend>(cfg: &OptimizerConfig) -> AdamWOptimizer<B> {
     AdamWConfig::new()
         .with_beta_1(cfg.beta1 as f32)
         .with_beta_2(cfg.beta2 as f32)
@@ -234,7 +234,7 @@ pub fn adamw<B: AutodiffBackend>(cfg: &OptimizerConfig) -> AdamWOptimizer<B> {
 /// The SDPO trainer (library API). Generic over the autodiff backend, the optimizer and the
 /// learning-rate schedule; rollouts and teacher passes run on the inner backend without a
 /// graph.
-pub struct SdpoTrainer<B: AutodiffBackend, O = AdamWOptimizer<B>, S = WarmupSchedule> {
+pub struct SdpoTrainer<B: TrainBackend, O = AdamWOptimizer<B>, S = WarmupSchedule> {
     cfg: TrainConfig,
     policy: Policy<B>,
     updater: Updater<B, O, S>,
@@ -250,7 +250,7 @@ pub struct SdpoTrainer<B: AutodiffBackend, O = AdamWOptimizer<B>, S = WarmupSche
     device: Device<B>,
 }
 
-impl<B: AutodiffBackend> SdpoTrainer<B> {
+impl<B: TrainBackend> SdpoTrainer<B> {
     /// A trainer for `model` (weights loaded), its tokenizer, a dataset and rewards, with
     /// AdamW and the warmup schedule of `cfg`.
     ///
@@ -341,7 +341,7 @@ impl<B: AutodiffBackend> SdpoTrainer<B> {
     }
 }
 
-impl<B: AutodiffBackend, O, S> SdpoTrainer<B, O, S> {
+impl<B: TrainBackend, O, S> SdpoTrainer<B, O, S> {
     /// The configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
@@ -451,7 +451,7 @@ impl<B: AutodiffBackend, O, S> SdpoTrainer<B, O, S> {
 
 impl<B, O, S> SdpoTrainer<B, O, S>
 where
-    B: AutodiffBackend,
+    B: TrainBackend,
     O: Optimizer<Policy<B>, B>,
     S: LrScheduler,
 {

@@ -3,7 +3,7 @@
 //! step on that question} until a sample succeeds or the budget is spent, and report
 //! discovery@k — whether a correct answer had been found within the first k attempts.
 
-use burn::tensor::backend::AutodiffBackend;
+use crate::TrainBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::trainer::{SdpoTrainer, TrainError};
@@ -66,7 +66,7 @@ impl TtsdReport {
 ///
 /// # Errors
 /// As [`SdpoTrainer::step_on_rows`].
-pub fn test_time_self_distillation<B: AutodiffBackend>(
+pub fn test_time_self_distillation<B: TrainBackend>(
     trainer: &mut SdpoTrainer<B>,
     row: usize,
     cfg: &TtsdConfig,

@@ -9,9 +9,10 @@
 
 use std::time::Instant;
 
+use crate::TrainBackend;
 use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use sdpo_models::arch::CausalDecoder;
@@ -56,7 +57,7 @@ impl UpdateOutcome {
 
 /// The optimizer, its schedule and the batch split of a run.
 #[derive(Clone)]
-pub struct Updater<B: AutodiffBackend, O, S> {
+pub struct Updater<B: TrainBackend, O, S> {
     optimizer: O,
     schedule: S,
     max_grad_norm: Option<f64>,
@@ -68,7 +69,7 @@ pub struct Updater<B: AutodiffBackend, O, S> {
 
 impl<B, O, S> Updater<B, O, S>
 where
-    B: AutodiffBackend,
+    B: TrainBackend,
     O: Optimizer<Policy<B>, B>,
     S: LrScheduler,
 {

@@ -13,7 +13,7 @@
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
-use sdpo::core::loss::{self_distillation_loss, DistillationBatch};
+use sdpo::core::loss::{self_distillation_loss, DistillationBatch, LossBackend};
 use sdpo::core::{LossAggMode, SdpoConfig};
 
 use crate::common::{host_f64, serial};
@@ -40,7 +40,7 @@ fn response_ids<I: Backend>(dev: &I::Device) -> Tensor<I, 2, Int> {
     Tensor::from_data(TensorData::from([[0i64, 3, 6], [2, 2, 5]]), dev)
 }
 
-fn loss_value<I: Backend>(
+fn loss_value<I: LossBackend>(
     student: Tensor<I, 3>,
     teacher: Tensor<I, 3>,
     mask: Tensor<I, 2>,
@@ -64,7 +64,7 @@ fn loss_value<I: Backend>(
     )
 }
 
-fn check<I: Backend>(cfg: SdpoConfig) {
+fn check<I: LossBackend>(cfg: SdpoConfig) {
     let _serial = serial();
     let dev = Default::default();
     I::seed(&dev, 7);
@@ -135,19 +135,25 @@ fn base() -> SdpoConfig {
 }
 
 /// Full-logit supports × α against finite differences.
+/// Both the fused kernels (where the backend has them) and the composite code.
 pub fn gradients_match_finite_differences_for_every_support_and_alpha<T: Target>() {
-    for alpha in [0.0, 0.35, 1.0] {
-        check::<T>(SdpoConfig { alpha, ..base() });
-        check::<T>(SdpoConfig {
-            alpha,
-            distillation_add_tail: false,
-            ..base()
-        });
-        check::<T>(SdpoConfig {
-            alpha,
-            distillation_topk: None,
-            ..base()
-        });
+    for fused_loss in [true, false] {
+        for alpha in [0.0, 0.35, 1.0] {
+            let base = SdpoConfig {
+                alpha,
+                fused_loss,
+                ..base()
+            };
+            check::<T>(base.clone());
+            check::<T>(SdpoConfig {
+                distillation_add_tail: false,
+                ..base.clone()
+            });
+            check::<T>(SdpoConfig {
+                distillation_topk: None,
+                ..base
+            });
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! instantiated per backend by [`suite!`]:
 //!
 //! - `ndarray::` — NdArray (f32), always;
+//! - `flex::` — Flex (f32; the CLI's CPU default), always;
 //! - `wgpu::` — Burn's `Wgpu` backend with fusion and autotune (feature `wgpu`); CI runs it on
 //!   Mesa's lavapipe software Vulkan device: `cargo test -p sdpo --features wgpu --test
 //!   backends wgpu::`;
@@ -25,10 +26,10 @@ mod models;
 mod precision;
 mod trainer;
 
-use burn::tensor::backend::Backend;
+use sdpo::core::loss::LossBackend;
 
 /// A backend the suite runs on: its name and whether it is a GPU code path.
-pub trait Target: Backend {
+pub trait Target: LossBackend {
     /// Name printed in reports.
     const NAME: &'static str;
     /// Whether kernels run through CubeCL (Wgpu, Cuda): reductions reorder sums there.
@@ -37,6 +38,11 @@ pub trait Target: Backend {
 
 impl Target for burn::backend::NdArray<f32> {
     const NAME: &'static str = "ndarray";
+    const GPU: bool = false;
+}
+
+impl Target for burn::backend::Flex {
+    const NAME: &'static str = "flex";
     const GPU: bool = false;
 }
 
@@ -74,6 +80,9 @@ macro_rules! all_tests {
         suite! { $backend;
             loss: [
                 distillation_loss_matches_the_reference,
+                fused_distillation_loss_matches_the_reference,
+                fused_loss_equals_composite_on_extreme_inputs,
+                fused_tail_is_exact_where_the_composite_cancels,
                 policy_loss_and_advantages_match_the_reference,
             ],
             gradients: [
@@ -147,6 +156,10 @@ macro_rules! all_tests {
 
 mod ndarray {
     all_tests!(burn::backend::NdArray<f32>);
+}
+
+mod flex {
+    all_tests!(burn::backend::Flex);
 }
 
 #[cfg(feature = "wgpu")]

@@ -11,6 +11,7 @@ use burn::module::{AutodiffModule, Module, ParamId};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use sdpo::core::loss::LossBackend;
 use sdpo::core::reprompt::remove_thinking;
 use sdpo::core::teacher::parameter_data;
 use sdpo::core::{ChatMessage, SdpoConfig, TeacherMode};
@@ -75,11 +76,11 @@ pub(crate) fn small_config() -> TrainConfig {
     }
 }
 
-fn trainer<I: Backend>(cfg: TrainConfig, rewards: Rewards) -> SdpoTrainer<B<I>> {
+fn trainer<I: LossBackend>(cfg: TrainConfig, rewards: Rewards) -> SdpoTrainer<B<I>> {
     build_trainer::<I>(cfg, rewards).unwrap()
 }
 
-fn build_trainer<I: Backend>(
+fn build_trainer<I: LossBackend>(
     cfg: TrainConfig,
     rewards: Rewards,
 ) -> Result<SdpoTrainer<B<I>>, TrainError> {
@@ -93,7 +94,9 @@ fn build_trainer<I: Backend>(
 }
 
 /// A trainer on the built-in tiny model with the parity reward, or the error building it.
-pub(crate) fn try_trainer<I: Backend>(cfg: TrainConfig) -> Result<SdpoTrainer<B<I>>, TrainError> {
+pub(crate) fn try_trainer<I: LossBackend>(
+    cfg: TrainConfig,
+) -> Result<SdpoTrainer<B<I>>, TrainError> {
     build_trainer::<I>(cfg, parity_rewards())
 }
 

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
+use sdpo_train::TrainBackend;
 
 use sdpo_models::generate::{sampler_rng, SamplingParams};
 use sdpo_train::builtin::Task;
@@ -247,7 +247,7 @@ impl Eval {
 impl Dispatch for Eval {
     type Output = EvalReport;
 
-    fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<EvalReport, CliError> {
+    fn run<B: TrainBackend>(self, device: Device<B>) -> Result<EvalReport, CliError> {
         // Sampling only: the model (LoRA merged) on the inner backend, no trainer, no
         // optimizer.
         let precision = self.args.precision.unwrap_or_default();

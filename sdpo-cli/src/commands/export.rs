@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
+use sdpo_train::TrainBackend;
 
 use sdpo_models::export::export_hf_dir;
 
@@ -33,7 +33,7 @@ pub struct Export {
 impl Dispatch for Export {
     type Output = String;
 
-    fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<String, CliError> {
+    fn run<B: TrainBackend>(self, device: Device<B>) -> Result<String, CliError> {
         let loaded = load_model::<B::InnerBackend>(&self.model, &device)?;
         export_hf_dir(&loaded.model, &loaded.tokenizer, &self.out_dir)?;
         Ok(format!(

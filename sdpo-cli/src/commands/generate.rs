@@ -1,7 +1,7 @@
 //! `sdpo generate MODEL PROMPT`: one completion of a prompt, chat template applied.
 
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
+use sdpo_train::TrainBackend;
 
 use sdpo_core::ChatMessage;
 use sdpo_models::generate::{generate, left_pad, sampler_rng, SamplingParams};
@@ -87,7 +87,7 @@ pub fn prompt_text(tokenizer: &Tokenizer, args: &GenerateArgs) -> Result<String,
 impl Dispatch for Generate {
     type Output = String;
 
-    fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<String, CliError> {
+    fn run<B: TrainBackend>(self, device: Device<B>) -> Result<String, CliError> {
         let args = self.args;
         let params = SamplingParams {
             temperature: args.temperature,

@@ -2,8 +2,9 @@
 //! and chat template.
 
 use burn::module::Module;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::Device;
+use sdpo_train::TrainBackend;
 
 use sdpo_models::arch::RopeScaling;
 use sdpo_models::{CausalLm, Tokenizer};
@@ -25,7 +26,7 @@ pub struct Inspect(pub ModelRef);
 impl Dispatch for Inspect {
     type Output = String;
 
-    fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<String, CliError> {
+    fn run<B: TrainBackend>(self, device: Device<B>) -> Result<String, CliError> {
         let loaded = load_model::<B::InnerBackend>(&self.0, &device)?;
         Ok(describe(&loaded.model, &loaded.tokenizer, &loaded.origin))
     }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Device;
+use sdpo_train::TrainBackend;
 
 use sdpo_core::metrics as names;
 use sdpo_train::builtin::job::greedy_success;
@@ -241,7 +241,7 @@ fn clear_outputs(dir: &Path) -> Result<(), CliError> {
 impl Dispatch for Plan {
     type Output = ();
 
-    fn run<B: AutodiffBackend>(self, device: Device<B>) -> Result<(), CliError> {
+    fn run<B: TrainBackend>(self, device: Device<B>) -> Result<(), CliError> {
         let t0 = Instant::now();
         let cfg = &self.cfg;
         // Before any model work (the built-in job's warm start takes minutes).
@@ -436,17 +436,14 @@ fn data_description(cfg: &RunConfig) -> String {
     }
 }
 
-fn save_base<B: AutodiffBackend>(
-    base: &sdpo_models::CausalLm<B>,
-    dir: &Path,
-) -> Result<(), CliError> {
+fn save_base<B: TrainBackend>(base: &sdpo_models::CausalLm<B>, dir: &Path) -> Result<(), CliError> {
     let path = dir.join(BASE_MODEL);
     let bytes = checkpoint::encode_record::<B, _>(base.clone().into_record(), &path)?;
     write_file(dir, BASE_MODEL, &bytes)
 }
 
 /// Held-out greedy success, or `None` without held-out rows.
-fn evaluate<B: AutodiffBackend>(
+fn evaluate<B: TrainBackend>(
     trainer: &SdpoTrainer<B>,
     held_out: &[Row],
     cfg: &RunConfig,
@@ -463,7 +460,7 @@ fn evaluate<B: AutodiffBackend>(
 
 /// Trains until `train.steps` with [`SdpoTrainer::fit`], logging metrics and evaluations
 /// into `dir`; returns seconds.
-fn run_steps<B: AutodiffBackend>(
+fn run_steps<B: TrainBackend>(
     trainer: &mut SdpoTrainer<B>,
     held_out: &[Row],
     cfg: &RunConfig,
@@ -516,7 +513,7 @@ struct Progress<'a> {
 
 impl Progress<'_> {
     /// Held-out success now, appended to `eval.jsonl` and noted as `line(success)`.
-    fn evaluate<B: AutodiffBackend>(
+    fn evaluate<B: TrainBackend>(
         &self,
         trainer: &SdpoTrainer<B>,
         line: impl FnOnce(f64) -> String,
@@ -537,7 +534,7 @@ impl Progress<'_> {
     }
 }
 
-impl<B: AutodiffBackend> FitHooks<B, AdamWOptimizer<B>, WarmupSchedule> for Progress<'_> {
+impl<B: TrainBackend> FitHooks<B, AdamWOptimizer<B>, WarmupSchedule> for Progress<'_> {
     type Error = CliError;
 
     fn after_step(

@@ -12,11 +12,18 @@ pub fn expm1<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     (t.clone() * 2.0) / (t.neg() + 1.0)
 }
 
-/// `log(exp(a) + exp(b))` elementwise: `max(a, b) + log1p(exp(−|a − b|))`.
+/// `log(exp(a) + exp(b))` elementwise: `m + log(exp(a − m) + exp(b − m))` with
+/// `m = max(a, b)` detached.
+///
+/// The gradient flows only through the exponentials, so it is the softmax
+/// weight of each side everywhere, ties included. (`max + log1p(exp(−|a − b|))`
+/// is the same value, but at `a = b` Burn's `max_pair` sends the whole gradient
+/// to `a` and `abs` sends none, which gives `a` weight 1 and `b` weight 0
+/// instead of ½ each.)
 pub fn log_add_exp<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
-    let max = a.clone().max_pair(b.clone());
-    let diff = (a - b).abs().neg();
-    max + diff.exp().log1p()
+    let max = a.clone().max_pair(b.clone()).detach();
+    let sum = (a - max.clone()).exp() + (b - max.clone()).exp();
+    max + sum.log()
 }
 
 /// `a + w·(b − a)` (torch's `lerp(a, b, w)`).
@@ -61,6 +68,21 @@ mod tests {
         ];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn log_add_exp_splits_the_gradient_evenly_at_ties() {
+        use burn::backend::Autodiff;
+        let dev = Default::default();
+        let a = Tensor::<Autodiff<B>, 1>::from_data([0.5, 2.0], &dev).require_grad();
+        let b = Tensor::<Autodiff<B>, 1>::from_data([0.5, 0.0], &dev).require_grad();
+        let grads = log_add_exp(a.clone(), b.clone()).sum().backward();
+        let ga = a.grad(&grads).unwrap().into_data().to_vec::<f64>().unwrap();
+        let gb = b.grad(&grads).unwrap().into_data().to_vec::<f64>().unwrap();
+        let w = 1.0 / (1.0 + (-2.0f64).exp());
+        for (got, want) in ga.iter().chain(&gb).zip([0.5, w, 0.5, 1.0 - w]) {
+            assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         }
     }
 

@@ -9,22 +9,29 @@
 //!
 //! Gradients reach the student logits only: the teacher, the importance ratio
 //! and the sampled-token log-ratio are detached.
+//!
+//! Steps 1–2 run as one fused kernel per row on backends that have one
+//! ([`fused::LossBackend`]; the CPU backends), unless
+//! [`SdpoConfig::fused_loss`] is off; the functions below are then the
+//! reference the kernels are tested against.
 
 pub mod aggregate;
 pub mod divergence;
+pub mod fused;
 pub mod importance;
 pub mod log_probs;
 pub mod math;
 pub mod tail_bucket;
 pub mod topk;
 
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorPrimitive};
 
 use crate::config::{DistillationSupport, SdpoConfig};
 use log_probs::LogNormalizer;
 
 pub use aggregate::aggregate;
 pub use divergence::divergence_terms;
+pub use fused::{FusedLoss, LossBackend};
 pub use importance::importance_weights;
 pub use log_probs::{gathered_log_probs, log_softmax, logsumexp, token_log_probs, topk_log_probs};
 pub use topk::topk_indices;
@@ -134,7 +141,7 @@ impl<B: Backend> DistillationBatch<B> {
 ///
 /// # Errors
 /// [`ShapeError`] when a tensor does not match `student_logits`.
-pub fn try_self_distillation_loss<B: Backend>(
+pub fn try_self_distillation_loss<B: LossBackend>(
     batch: DistillationBatch<B>,
     cfg: &SdpoConfig,
 ) -> Result<DistillationOutput<B>, ShapeError> {
@@ -149,10 +156,12 @@ pub fn try_self_distillation_loss<B: Backend>(
 /// ([`SdpoConfig::support`], [`SdpoConfig::divergence`], `is_clip`,
 /// `loss_agg_mode`). Tensor shapes must agree (see
 /// [`try_self_distillation_loss`] for a checked call); Burn panics otherwise.
+/// The backend's fused kernels compute the per-token divergence where it has
+/// them and `cfg.fused_loss` is on ([`fused`]).
 ///
 /// # Shapes
 /// See [`DistillationBatch`]; the loss is `[1]`.
-pub fn self_distillation_loss<B: Backend>(
+pub fn self_distillation_loss<B: LossBackend>(
     batch: DistillationBatch<B>,
     cfg: &SdpoConfig,
 ) -> DistillationOutput<B> {
@@ -172,29 +181,13 @@ pub fn self_distillation_loss<B: Backend>(
         None => response_mask,
     };
 
-    // One normalizer per tensor serves every log-probability read from it:
-    // each is a few full passes over `[batch, len, vocab]`.
-    let student_norm = LogNormalizer::new(&student_logits);
-    let student_token_lp =
-        student_norm.token_log_probs(student_logits.clone(), response_ids.clone());
-
-    let mut per_token_loss = match cfg.support() {
-        DistillationSupport::SampledToken => {
-            let teacher_token_lp = token_log_probs(teacher_logits, response_ids);
-            let log_ratio = (student_token_lp.clone() - teacher_token_lp).detach();
-            log_ratio * student_token_lp.clone()
-        }
-        support => {
-            let (student, teacher) = normalized_support_log_probs(
-                student_logits,
-                &student_norm,
-                teacher_logits,
-                support,
-            );
-            divergence_terms(student, teacher, cfg.divergence())
-                .sum_dim(2)
-                .squeeze_dim::<2>(2)
-        }
+    let fused = match cfg.fused_loss {
+        true => fused_per_token(&student_logits, &teacher_logits, &response_ids, cfg),
+        false => None,
+    };
+    let (mut per_token_loss, student_token_lp) = match fused {
+        Some(fused) => fused,
+        None => composite_per_token(student_logits, teacher_logits, response_ids, cfg),
     };
 
     let weights = match (cfg.is_clip, old_log_probs) {
@@ -214,6 +207,63 @@ pub fn self_distillation_loss<B: Backend>(
         student_log_probs: student_token_lp.detach(),
         importance_weights: weights,
     }
+}
+
+/// The per-token divergence and the student's log-probabilities of the
+/// response tokens from the backend's fused kernel, or `None` when it has
+/// none for these tensors.
+fn fused_per_token<B: LossBackend>(
+    student_logits: &Tensor<B, 3>,
+    teacher_logits: &Tensor<B, 3>,
+    response_ids: &Tensor<B, 2, Int>,
+    cfg: &SdpoConfig,
+) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+    let [batch, len, _] = student_logits.dims();
+    let out = B::fused_distillation(
+        student_logits.clone().into_primitive().tensor(),
+        teacher_logits.clone().into_primitive().tensor(),
+        response_ids.clone().reshape([batch * len]).into_primitive(),
+        FusedLoss {
+            support: cfg.support(),
+            divergence: cfg.divergence(),
+        },
+    )?;
+    let rows = |x| Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(x)).reshape([batch, len]);
+    Some((rows(out.loss), rows(out.token_log_probs)))
+}
+
+/// The per-token divergence and the student's log-probabilities of the
+/// response tokens from composite tensor operations (any backend).
+fn composite_per_token<B: Backend>(
+    student_logits: Tensor<B, 3>,
+    teacher_logits: Tensor<B, 3>,
+    response_ids: Tensor<B, 2, Int>,
+    cfg: &SdpoConfig,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    // One normalizer per tensor serves every log-probability read from it:
+    // each is a few full passes over `[batch, len, vocab]`.
+    let student_norm = LogNormalizer::new(&student_logits);
+    let student_token_lp =
+        student_norm.token_log_probs(student_logits.clone(), response_ids.clone());
+    let per_token = match cfg.support() {
+        DistillationSupport::SampledToken => {
+            let teacher_token_lp = token_log_probs(teacher_logits, response_ids);
+            let log_ratio = (student_token_lp.clone() - teacher_token_lp).detach();
+            log_ratio * student_token_lp.clone()
+        }
+        support => {
+            let (student, teacher) = normalized_support_log_probs(
+                student_logits,
+                &student_norm,
+                teacher_logits,
+                support,
+            );
+            divergence_terms(student, teacher, cfg.divergence())
+                .sum_dim(2)
+                .squeeze_dim::<2>(2)
+        }
+    };
+    (per_token, student_token_lp)
 }
 
 /// Student and (detached) teacher log-probabilities over a distribution

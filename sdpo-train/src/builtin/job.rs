@@ -2,7 +2,7 @@
 //! SDPO (or GRPO) and measure held-out success. `sdpo train` with no arguments runs this; the
 //! trainer's "reward rises" test runs a shorter version.
 
-use burn::tensor::backend::AutodiffBackend;
+use crate::TrainBackend;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +78,7 @@ pub fn default_train_config() -> TrainConfig {
 }
 
 /// A trainer on the warm-started built-in model, and the held-out problems.
-pub struct BuiltinJob<B: AutodiffBackend> {
+pub struct BuiltinJob<B: TrainBackend> {
     /// The trainer (dataset: the task's training problems; reward: the task's verifier).
     pub trainer: SdpoTrainer<B>,
     /// Problems never trained on.
@@ -92,7 +92,7 @@ pub struct BuiltinJob<B: AutodiffBackend> {
 ///
 /// # Errors
 /// [`TrainError`] if the configuration is invalid or a prompt cannot be tokenized.
-pub fn builtin_job<B: AutodiffBackend>(
+pub fn builtin_job<B: TrainBackend>(
     job: &BuiltinJobConfig,
     train: TrainConfig,
     device: &Device<B>,
@@ -137,7 +137,7 @@ pub fn builtin_job<B: AutodiffBackend>(
 ///
 /// # Errors
 /// As [`SdpoTrainer::sample_and_score`].
-pub fn greedy_success<B: AutodiffBackend>(
+pub fn greedy_success<B: TrainBackend>(
     trainer: &SdpoTrainer<B>,
     rows: &[Row],
     max_new_tokens: usize,

@@ -7,8 +7,8 @@
 //! - reprompt: the teacher's prompt (SDPO's `reprompt_template` with a correct solution, or
 //!   with feedback about a wrong attempt) → the answer.
 
+use crate::TrainBackend;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ElementConversion;
 use burn::tensor::{Device, Tensor};
 use rand::seq::SliceRandom;
@@ -253,7 +253,7 @@ fn wrong_attempt(task: Task, row: &Row, rng: &mut ChaCha8Rng) -> String {
 ///
 /// # Errors
 /// [`ScoringError`] if the batch is malformed.
-pub fn sft_loss<B: AutodiffBackend>(
+pub fn sft_loss<B: TrainBackend>(
     model: &CausalLm<B>,
     batch: &[&SftExample],
     pad_id: u32,
@@ -309,7 +309,7 @@ pub fn length_grouped_batches(examples: &[SftExample], batch_size: usize) -> Vec
 ///
 /// # Errors
 /// [`ScoringError`] if a batch is malformed.
-pub fn warm_start<B: AutodiffBackend>(
+pub fn warm_start<B: TrainBackend>(
     mut model: CausalLm<B>,
     examples: &[SftExample],
     cfg: &WarmStartConfig,
