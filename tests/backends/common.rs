@@ -126,3 +126,22 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> (f64, f64) {
     let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
     (diff, scale)
 }
+
+/// Whether `T` runs the fused loss kernels (`sdpo_core::loss::fused`). The CPU backends must
+/// have them (asserted); a GPU backend without them says so and the caller skips.
+pub fn fused_kernels<T: crate::Target>() -> bool {
+    let dev = Default::default();
+    if sdpo::core::loss::fused::fused_available::<burn::backend::Autodiff<T>>(&dev) {
+        return true;
+    }
+    assert!(
+        T::GPU,
+        "{}: the CPU backends have fused loss kernels",
+        T::NAME
+    );
+    println!(
+        "{}: no fused loss kernel yet; the composite loss runs",
+        T::NAME
+    );
+    false
+}

@@ -6,7 +6,6 @@
 
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;
-use sdpo::core::loss::fused::fused_available;
 use sdpo::core::loss::{self_distillation_loss, DistillationBatch};
 use sdpo::core::policy::{group_advantages, policy_loss, ClipRange};
 use sdpo::core::{DistillationSupport, SdpoConfig};
@@ -83,16 +82,7 @@ pub fn distillation_loss_matches_the_reference<T: Target>() {
 /// Every golden case on the backend's fused kernels; the CPU backends must
 /// have them.
 pub fn fused_distillation_loss_matches_the_reference<T: Target>() {
-    if !fused_available::<Autodiff<T>>(&Default::default()) {
-        assert!(
-            T::GPU,
-            "{}: the CPU backends have fused loss kernels",
-            T::NAME
-        );
-        println!(
-            "{}: no fused loss kernel yet; the composite loss runs",
-            T::NAME
-        );
+    if !common::fused_kernels::<T>() {
         return;
     }
     golden_distillation_cases::<T>(true);
@@ -445,13 +435,7 @@ fn reference_row(s: &[f32], t: &[f32], id: usize, cfg: &SdpoConfig) -> (f64, f64
 /// plus, with a tail bucket, the composite's own float32 noise there:
 /// 8ε / (1 − Σ top-k p) of the largest entry).
 pub fn fused_loss_equals_composite_on_extreme_inputs<T: Target>() {
-    if !fused_available::<Autodiff<T>>(&Default::default()) {
-        assert!(
-            T::GPU,
-            "{}: the CPU backends have fused loss kernels",
-            T::NAME
-        );
-        println!("{}: no fused loss kernel yet", T::NAME);
+    if !common::fused_kernels::<T>() {
         return;
     }
     let mut configs = Vec::new();
@@ -570,13 +554,7 @@ pub fn fused_loss_equals_composite_on_extreme_inputs<T: Target>() {
 /// equal the float64 reference to 1e-5 relative (the composite code is off by
 /// percents here).
 pub fn fused_tail_is_exact_where_the_composite_cancels<T: Target>() {
-    if !fused_available::<Autodiff<T>>(&Default::default()) {
-        assert!(
-            T::GPU,
-            "{}: the CPU backends have fused loss kernels",
-            T::NAME
-        );
-        println!("{}: no fused loss kernel yet", T::NAME);
+    if !common::fused_kernels::<T>() {
         return;
     }
     let v = 1000;

@@ -135,6 +135,7 @@ macro_rules! all_tests {
             ],
             trainer: [
                 every_teacher_mode_and_loss_variant_runs_a_finite_step,
+                fused_and_composite_training_steps_agree,
                 a_batch_where_nothing_succeeds_gives_zero_distillation_loss,
                 teacher_prompt_is_the_reprompt_template_with_a_peer_success,
                 teacher_is_gathered_at_exactly_the_students_topk,

@@ -205,6 +205,45 @@ pub fn every_teacher_mode_and_loss_variant_runs_a_finite_step<I: Target>() {
     }
 }
 
+/// The trainer's step on the fused loss kernels equals the step on the composite code: same
+/// rollout (same seeds), distillation loss to 1e-5 relative, gradient norm to 1e-4.
+pub fn fused_and_composite_training_steps_agree<I: Target>() {
+    let _serial = serial();
+    if !crate::common::fused_kernels::<I>() {
+        return;
+    }
+    type Variant = (&'static str, fn(&mut SdpoConfig));
+    let variants: [Variant; 3] = [
+        ("default", |_| {}),
+        ("full-vocabulary", |s| s.distillation_topk = None),
+        ("sampled-token", |s| {
+            s.full_logit_distillation = false;
+            s.alpha = 1.0
+        }),
+    ];
+    for (name, f) in variants {
+        let run = |fused: bool| {
+            let mut c = small_config();
+            f(&mut c.sdpo);
+            c.sdpo.fused_loss = fused;
+            let mut t = trainer::<I>(c, parity_rewards());
+            t.step().unwrap_or_else(|e| panic!("{name}: {e}")).metrics
+        };
+        let (fused, composite) = (run(true), run(false));
+        let (lf, lc) = (fused["loss/distillation"], composite["loss/distillation"]);
+        assert!(lc != 0.0, "{name}: no distillation signal to compare");
+        assert!(
+            (lf - lc).abs() <= 1e-5 * lc.abs() + 1e-7,
+            "{name}: distillation loss {lf} (fused) vs {lc} (composite)"
+        );
+        let (gf, gc) = (fused["grad_norm"], composite["grad_norm"]);
+        assert!(
+            (gf - gc).abs() <= 1e-4 * gc.abs(),
+            "{name}: gradient norm {gf} (fused) vs {gc} (composite)"
+        );
+    }
+}
+
 pub fn a_batch_where_nothing_succeeds_gives_zero_distillation_loss<I: Target>() {
     let _serial = serial();
     let never = Rewards::new()

@@ -1,35 +1,66 @@
 //! [`LossBackend`] for Burn's backends: the CPU kernels on NdArray and Flex,
 //! the composite fallback elsewhere.
 
-#[cfg(any(feature = "ndarray", feature = "flex"))]
-use burn::tensor::{
-    ops::{FloatTensor, FloatTensorOps, IntTensor},
-    TensorMetadata,
-};
-
 #[allow(unused_imports)]
-use super::{cpu::HostRows, LossBackend};
+use super::LossBackend;
+
+/// The two [`LossBackend`] methods of a [`HostBackend`](super::host::HostBackend):
+/// the CPU kernels.
 #[cfg(any(feature = "ndarray", feature = "flex"))]
-use super::{host_backward, host_forward, FusedForward, FusedLoss, FusedSaved};
+macro_rules! host_kernels {
+    () => {
+        fn fused_distillation(
+            student: burn::tensor::ops::FloatTensor<Self>,
+            teacher: burn::tensor::ops::FloatTensor<Self>,
+            ids: burn::tensor::ops::IntTensor<Self>,
+            loss: crate::loss::fused::FusedLoss,
+        ) -> Option<crate::loss::fused::FusedForward<Self>> {
+            crate::loss::fused::host::forward(student, teacher, ids, loss)
+        }
+
+        fn fused_distillation_backward(
+            student: burn::tensor::ops::FloatTensor<Self>,
+            teacher: burn::tensor::ops::FloatTensor<Self>,
+            ids: burn::tensor::ops::IntTensor<Self>,
+            saved: crate::loss::fused::FusedSaved<Self>,
+            grad: burn::tensor::ops::FloatTensor<Self>,
+            loss: crate::loss::fused::FusedLoss,
+        ) -> burn::tensor::ops::FloatTensor<Self> {
+            crate::loss::fused::host::backward(student, teacher, ids, saved, grad, loss)
+        }
+    };
+}
 
 #[cfg(feature = "ndarray")]
 mod ndarray_impl {
-    use super::*;
+    use super::super::{cpu::HostRows, host::HostBackend, LossBackend};
     use burn::backend::ndarray::{
         FloatNdArrayElement, IntNdArrayElement, NdArray, NdArrayTensor, QuantElement, SharedArray,
     };
-    use ndarray::{ArrayView, Axis, IxDyn};
+    use burn::tensor::ops::FloatTensor;
+    use ndarray::Axis;
 
-    /// The rows of an `f32` view, in place (`None` when a row is strided).
-    fn rows<'a>(view: &'a ArrayView<'_, f32, IxDyn>) -> Option<HostRows<'a>> {
-        let last = view.ndim().checked_sub(1)?;
-        let len = view.shape()[last];
-        let rows = view
-            .lanes(Axis(last))
-            .into_iter()
-            .map(|lane| lane.to_slice())
-            .collect::<Option<Vec<_>>>()?;
-        HostRows::from_rows(rows, len)
+    impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> HostBackend for NdArray<E, I, Q>
+    where
+        NdArrayTensor: From<SharedArray<E>>,
+        NdArrayTensor: From<SharedArray<I>>,
+    {
+        fn with_rows<R>(
+            tensor: &FloatTensor<Self>,
+            f: impl FnOnce(&HostRows<'_>) -> R,
+        ) -> Option<R> {
+            let NdArrayTensor::F32(storage) = tensor else {
+                return None;
+            };
+            let view = storage.view();
+            let last = view.ndim().checked_sub(1)?;
+            let rows = view
+                .lanes(Axis(last))
+                .into_iter()
+                .map(|lane| lane.to_slice())
+                .collect::<Option<Vec<_>>>()?;
+            Some(f(&HostRows::from_rows(rows, view.shape()[last])?))
+        }
     }
 
     impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> LossBackend for NdArray<E, I, Q>
@@ -37,99 +68,37 @@ mod ndarray_impl {
         NdArrayTensor: From<SharedArray<E>>,
         NdArrayTensor: From<SharedArray<I>>,
     {
-        fn fused_distillation(
-            student: FloatTensor<Self>,
-            teacher: FloatTensor<Self>,
-            ids: IntTensor<Self>,
-            loss: FusedLoss,
-        ) -> Option<FusedForward<Self>> {
-            let (NdArrayTensor::F32(s), NdArrayTensor::F32(t)) = (&student, &teacher) else {
-                return None;
-            };
-            let (sv, tv) = (s.view(), t.view());
-            let device = Self::float_device(&student);
-            host_forward::<Self>(&rows(&sv)?, &rows(&tv)?, ids, loss, &device)
-        }
-
-        fn fused_distillation_backward(
-            student: FloatTensor<Self>,
-            teacher: FloatTensor<Self>,
-            ids: IntTensor<Self>,
-            saved: FusedSaved<Self>,
-            grad: FloatTensor<Self>,
-            loss: FusedLoss,
-        ) -> FloatTensor<Self> {
-            let shape = student.shape().to_vec();
-            let device = Self::float_device(&student);
-            match (&student, &teacher) {
-                (NdArrayTensor::F32(s), NdArrayTensor::F32(t)) => {
-                    let (sv, tv) = (s.view(), t.view());
-                    match (rows(&sv), rows(&tv)) {
-                        (Some(s), Some(t)) => host_backward::<Self>(
-                            (&s, &t),
-                            ids,
-                            saved,
-                            grad,
-                            loss,
-                            (shape, &device),
-                        ),
-                        _ => unreachable!("the forward read these rows in place"),
-                    }
-                }
-                _ => unreachable!("the forward ran on f32 tensors"),
-            }
-        }
+        host_kernels!();
     }
 }
 
 #[cfg(feature = "flex")]
 mod flex_impl {
-    use super::*;
-    use burn::backend::flex::{Flex, FlexTensor};
-    use burn::tensor::DType;
+    use super::super::{cpu::HostRows, host::HostBackend, LossBackend};
+    use burn::backend::flex::Flex;
+    use burn::tensor::{ops::FloatTensor, DType};
 
-    /// The rows of an `f32` tensor, in place.
-    fn rows(t: &FlexTensor) -> Option<HostRows<'_>> {
-        if t.dtype() != DType::F32 {
-            return None;
+    impl HostBackend for Flex {
+        fn with_rows<R>(
+            tensor: &FloatTensor<Self>,
+            f: impl FnOnce(&HostRows<'_>) -> R,
+        ) -> Option<R> {
+            if tensor.dtype() != DType::F32 {
+                return None;
+            }
+            let layout = tensor.layout();
+            let rows = HostRows::strided(
+                tensor.storage::<f32>(),
+                layout.shape(),
+                layout.strides(),
+                layout.start_offset(),
+            )?;
+            Some(f(&rows))
         }
-        let layout = t.layout();
-        HostRows::strided(
-            t.storage::<f32>(),
-            layout.shape(),
-            layout.strides(),
-            layout.start_offset(),
-        )
     }
 
     impl LossBackend for Flex {
-        fn fused_distillation(
-            student: FloatTensor<Self>,
-            teacher: FloatTensor<Self>,
-            ids: IntTensor<Self>,
-            loss: FusedLoss,
-        ) -> Option<FusedForward<Self>> {
-            let device = Self::float_device(&student);
-            host_forward::<Self>(&rows(&student)?, &rows(&teacher)?, ids, loss, &device)
-        }
-
-        fn fused_distillation_backward(
-            student: FloatTensor<Self>,
-            teacher: FloatTensor<Self>,
-            ids: IntTensor<Self>,
-            saved: FusedSaved<Self>,
-            grad: FloatTensor<Self>,
-            loss: FusedLoss,
-        ) -> FloatTensor<Self> {
-            let shape = student.shape().to_vec();
-            let device = Self::float_device(&student);
-            match (rows(&student), rows(&teacher)) {
-                (Some(s), Some(t)) => {
-                    host_backward::<Self>((&s, &t), ids, saved, grad, loss, (shape, &device))
-                }
-                _ => unreachable!("the forward read these rows in place"),
-            }
-        }
+        host_kernels!();
     }
 }
 

@@ -30,15 +30,15 @@ pub mod vmath;
 
 mod autodiff;
 mod backends;
+mod host;
 
 use burn::tensor::{
     backend::Backend,
     ops::{FloatTensor, IntTensor},
-    Int, Tensor, TensorData, TensorPrimitive,
+    Int, Tensor,
 };
 
 use crate::config::{DistillationSupport, Divergence};
-use cpu::HostRows;
 
 pub use row::STATS;
 
@@ -134,87 +134,6 @@ pub trait LossBackend: Backend {
         let _ = (student, teacher, ids, saved, grad, loss);
         unreachable!("fused_distillation_backward without a fused_distillation kernel")
     }
-}
-
-/// The fused forward of a CPU backend whose tensors were read as rows.
-fn host_forward<B: Backend>(
-    student: &HostRows<'_>,
-    teacher: &HostRows<'_>,
-    ids: IntTensor<B>,
-    loss: FusedLoss,
-    device: &B::Device,
-) -> Option<FusedForward<B>> {
-    if student.count() != teacher.count() || student.len() != teacher.len() {
-        return None;
-    }
-    let ids = read_ids::<B>(ids);
-    if ids.len() != student.count() {
-        return None;
-    }
-    let out = cpu::forward(student, teacher, &ids, loss.into());
-    let n = out.loss.len();
-    let k = out.saved.slots;
-    let float = |values: Vec<f32>, shape: Vec<usize>| {
-        B::float_from_data(TensorData::new(values, shape), device)
-    };
-    Some(FusedForward {
-        loss: float(out.loss, vec![n]),
-        token_log_probs: float(out.token_log_probs, vec![n]),
-        saved: FusedSaved {
-            stats: float(out.saved.stats, vec![n, STATS]),
-            coefs: float(out.saved.coefs, vec![n, k]),
-            indices: B::int_from_data(TensorData::new(out.saved.indices, [n, k]), device),
-        },
-    })
-}
-
-/// The fused backward of a CPU backend; the gradient has `shape`.
-fn host_backward<B: Backend>(
-    (student, teacher): (&HostRows<'_>, &HostRows<'_>),
-    ids: IntTensor<B>,
-    saved: FusedSaved<B>,
-    grad: FloatTensor<B>,
-    loss: FusedLoss,
-    (shape, device): (Vec<usize>, &B::Device),
-) -> FloatTensor<B> {
-    let ids = read_ids::<B>(ids);
-    let floats = |x: FloatTensor<B>| -> Vec<f32> {
-        Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(B::float_reshape(
-            x.clone(),
-            [burn::tensor::TensorMetadata::shape(&x).num_elements()].into(),
-        )))
-        .into_data()
-        .iter::<f32>()
-        .collect()
-    };
-    let k = burn::tensor::TensorMetadata::shape(&saved.coefs)
-        .last()
-        .copied()
-        .unwrap_or(0);
-    let indices: Vec<i64> = {
-        let n = burn::tensor::TensorMetadata::shape(&saved.indices).num_elements();
-        Tensor::<B, 1, Int>::from_primitive(B::int_reshape(saved.indices, [n].into()))
-            .into_data()
-            .iter::<i64>()
-            .collect()
-    };
-    let saved = cpu::SavedBatch {
-        stats: floats(saved.stats),
-        coefs: floats(saved.coefs),
-        indices,
-        slots: k,
-    };
-    let grad = floats(grad);
-    let out = cpu::backward(student, teacher, &ids, loss.into(), &saved, &grad);
-    B::float_from_data(TensorData::new(out, shape), device)
-}
-
-/// Token ids `[n]` as `i64`.
-fn read_ids<B: Backend>(ids: IntTensor<B>) -> Vec<i64> {
-    Tensor::<B, 1, Int>::from_primitive(ids)
-        .into_data()
-        .iter::<i64>()
-        .collect()
 }
 
 /// Whether `B` runs the fused loss kernels for `f32` tensors on `device`

@@ -2,11 +2,15 @@
 //!
 //! Entries above a running threshold go into a buffer of at most `2k`; when it
 //! fills, `select_nth_unstable` keeps the best `k` and raises the threshold to
-//! the k-th value. Order is by value, then by lower index, so ties at the
-//! boundary are resolved the same way every time. NaN entries are never
-//! selected (the caller treats a row with NaN as broken anyway).
+//! the k-th value. Once the threshold is set, blocks of four SIMD vectors whose
+//! maximum does not exceed it are skipped without looking at their entries
+//! (most of a row, for `k ≪ V`). Order is by value, then by lower index, so
+//! ties at the boundary are resolved the same way every time. NaN entries are
+//! never selected (the caller keeps rows with NaN away: they are broken).
 
 use std::cmp::Ordering;
+
+use pulp::{Simd, WithSimd};
 
 /// `(value, index)` of a candidate.
 type Entry = (f32, u32);
@@ -29,33 +33,97 @@ impl TopK {
     /// first, as `(value, index)`.
     pub fn select(&mut self, row: &[f32], k: usize) -> &[Entry] {
         let k = k.min(row.len());
-        let buf = &mut self.buf;
-        buf.clear();
-        if k == 0 {
-            return buf;
+        self.buf.clear();
+        if k > 0 {
+            let mut state = Running::new(&mut self.buf, k);
+            pulp::Arch::new().dispatch(Scan {
+                row,
+                state: &mut state,
+            });
+            state.finish();
         }
+        &self.buf
+    }
+}
+
+/// The candidates so far and the threshold an entry must beat.
+struct Running<'a> {
+    buf: &'a mut Vec<Entry>,
+    k: usize,
+    cap: usize,
+    threshold: f32,
+    filled: bool,
+}
+
+impl<'a> Running<'a> {
+    fn new(buf: &'a mut Vec<Entry>, k: usize) -> Self {
         let cap = 2 * k.max(16);
         buf.reserve(cap);
-        let mut threshold = f32::NEG_INFINITY;
-        let mut filled = false;
-        for (j, &x) in row.iter().enumerate() {
-            // Until k entries are in, take everything that is not NaN.
-            if x > threshold || (!filled && x == threshold) {
-                buf.push((x, j as u32));
-                if buf.len() == cap {
-                    buf.select_nth_unstable_by(k - 1, rank);
-                    buf.truncate(k);
-                    threshold = buf[k - 1].0;
-                    filled = true;
-                }
+        Self {
+            buf,
+            k,
+            cap,
+            threshold: f32::NEG_INFINITY,
+            filled: false,
+        }
+    }
+
+    /// Considers entry `j` with value `x`.
+    #[inline(always)]
+    fn offer(&mut self, x: f32, j: usize) {
+        // Until k entries are in, take everything that is not NaN.
+        if x > self.threshold || (!self.filled && x == self.threshold) {
+            self.buf.push((x, j as u32));
+            if self.buf.len() == self.cap {
+                self.keep_best();
+                self.threshold = self.buf[self.k - 1].0;
+                self.filled = true;
             }
         }
-        if buf.len() > k {
-            buf.select_nth_unstable_by(k - 1, rank);
-            buf.truncate(k);
+    }
+
+    fn keep_best(&mut self) {
+        if self.buf.len() > self.k {
+            self.buf.select_nth_unstable_by(self.k - 1, rank);
+            self.buf.truncate(self.k);
         }
-        buf.sort_unstable_by(rank);
-        buf
+    }
+
+    fn finish(&mut self) {
+        self.keep_best();
+        self.buf.sort_unstable_by(rank);
+    }
+}
+
+/// The scan over one row, four vectors at a time.
+struct Scan<'a, 'b> {
+    row: &'a [f32],
+    state: &'a mut Running<'b>,
+}
+
+impl WithSimd for Scan<'_, '_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Scan { row, state } = self;
+        let (head, _) = S::as_simd_f32s(row);
+        let block = 4 * S::F32_LANES;
+        let mut j = 0;
+        for vectors in head.chunks_exact(4) {
+            let max = simd.max_f32s(
+                simd.max_f32s(vectors[0], vectors[1]),
+                simd.max_f32s(vectors[2], vectors[3]),
+            );
+            if !state.filled || simd.reduce_max_f32s(max) > state.threshold {
+                for (i, &x) in row[j..j + block].iter().enumerate() {
+                    state.offer(x, j + i);
+                }
+            }
+            j += block;
+        }
+        for (i, &x) in row[j..].iter().enumerate() {
+            state.offer(x, j + i);
+        }
     }
 }
 
