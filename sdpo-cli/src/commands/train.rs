@@ -293,11 +293,12 @@ impl Dispatch for Plan {
             )?);
         } else {
             eprintln!(
-                "run folder {} ({} on {}, {})",
+                "run folder {} ({} on {}, {}, {})",
                 self.dir.display(),
                 cfg.model.describe(),
                 cfg.backend.name(),
-                data_description(cfg)
+                data_description(cfg),
+                loss_kernels::<B>(cfg, &device)
             );
             let warm = cfg
                 .warm_starts()
@@ -433,6 +434,17 @@ fn data_description(cfg: &RunConfig) -> String {
         (Some(task), _) => format!("built-in task `{}`", task.name()),
         (None, Some(path)) => format!("dataset {}", path.display()),
         (None, None) => "no data".into(),
+    }
+}
+
+/// Which code computes the distillation loss on this backend, for the run's first line.
+fn loss_kernels<B: TrainBackend>(cfg: &RunConfig, device: &B::Device) -> &'static str {
+    if !cfg.train.sdpo.fused_loss {
+        "composite loss: fused_loss is off"
+    } else if sdpo_core::loss::fused::fused_available::<B>(device) {
+        "fused loss kernels"
+    } else {
+        "composite loss: no fused kernel on this backend"
     }
 }
 

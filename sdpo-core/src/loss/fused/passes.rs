@@ -52,6 +52,12 @@ impl WithSimd for Max<'_> {
 
 /// Sums of `exp` over a student row `s` and a teacher row `t`, split by the
 /// student's top-k cut.
+///
+/// The totals are kept as (the entries below the row's maximum, summed in
+/// lanes) + (how many entries equal it, counted exactly): a lane holding the
+/// maximum's `exp(0) = 1` would drop every term below `ε/2` added to it, and
+/// those terms are the whole of `log Σ` when one entry holds nearly all the
+/// mass.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExpSums {
     /// `Σ exp(s − max_s)`.
@@ -88,8 +94,12 @@ struct Sums<'a> {
 
 /// Lane accumulators of [`Sums`] for one SIMD type.
 struct SumLanes<S: Simd> {
+    /// Entries below the row maximum.
     student: S::f32s,
     teacher: S::f32s,
+    /// Entries equal to the row maximum (each contributes exactly 1).
+    student_peaks: S::f32s,
+    teacher_peaks: S::f32s,
     student_below: S::f32s,
     teacher_below: S::f32s,
     at_cut: S::f32s,
@@ -102,6 +112,8 @@ impl<S: Simd> SumLanes<S> {
         Self {
             student: z,
             teacher: z,
+            student_peaks: z,
+            teacher_peaks: z,
             student_below: z,
             teacher_below: z,
             at_cut: z,
@@ -110,19 +122,21 @@ impl<S: Simd> SumLanes<S> {
 
     #[inline(always)]
     fn add(&mut self, simd: S, p: &Sums<'_>, with_teacher: bool, s: S::f32s, t: S::f32s) {
-        let zero = simd.splat_f32s(0.0);
+        let (zero, one) = (simd.splat_f32s(0.0), simd.splat_f32s(1.0));
         let es = exp_nonpos(simd, simd.sub_f32s(s, simd.splat_f32s(p.max_s)));
+        let peak = simd.equal_f32s(s, simd.splat_f32s(p.max_s));
+        self.student = simd.add_f32s(self.student, simd.select_f32s(peak, zero, es));
+        self.student_peaks = simd.add_f32s(self.student_peaks, simd.select_f32s(peak, one, zero));
         let below = simd.less_than_f32s(s, simd.splat_f32s(p.cut));
-        self.student = simd.add_f32s(self.student, es);
         self.student_below = simd.add_f32s(self.student_below, simd.select_f32s(below, es, zero));
         let at = simd.equal_f32s(s, simd.splat_f32s(p.cut));
-        self.at_cut = simd.add_f32s(
-            self.at_cut,
-            simd.select_f32s(at, simd.splat_f32s(1.0), zero),
-        );
+        self.at_cut = simd.add_f32s(self.at_cut, simd.select_f32s(at, one, zero));
         if with_teacher {
             let et = exp_nonpos(simd, simd.sub_f32s(t, simd.splat_f32s(p.max_t)));
-            self.teacher = simd.add_f32s(self.teacher, et);
+            let peak = simd.equal_f32s(t, simd.splat_f32s(p.max_t));
+            self.teacher = simd.add_f32s(self.teacher, simd.select_f32s(peak, zero, et));
+            self.teacher_peaks =
+                simd.add_f32s(self.teacher_peaks, simd.select_f32s(peak, one, zero));
             self.teacher_below =
                 simd.add_f32s(self.teacher_below, simd.select_f32s(below, et, zero));
         }
@@ -130,8 +144,10 @@ impl<S: Simd> SumLanes<S> {
 
     #[inline(always)]
     fn flush(self, simd: S, into: &mut ExpSums) {
-        into.student += simd.reduce_sum_f32s(self.student) as f64;
-        into.teacher += simd.reduce_sum_f32s(self.teacher) as f64;
+        into.student += simd.reduce_sum_f32s(self.student) as f64
+            + simd.reduce_sum_f32s(self.student_peaks) as f64;
+        into.teacher += simd.reduce_sum_f32s(self.teacher) as f64
+            + simd.reduce_sum_f32s(self.teacher_peaks) as f64;
         into.student_below += simd.reduce_sum_f32s(self.student_below) as f64;
         into.teacher_below += simd.reduce_sum_f32s(self.teacher_below) as f64;
         into.at_cut += simd.reduce_sum_f32s(self.at_cut) as usize;
