@@ -9,7 +9,7 @@
 
 use pulp::{Scalar, Simd, WithSimd};
 
-use super::vmath::{exp_nonpos, term_and_slope, Div};
+use super::vmath::{exp_nonpos, scalar_exp, term_and_slope, Div};
 
 /// Vectors summed in `f32` before the partial sum moves into `f64`.
 const BLOCK: usize = 64;
@@ -73,7 +73,6 @@ pub struct ExpSums {
 }
 
 /// [`ExpSums`] of a pair of rows; `cut = −∞` when no top-k split is needed.
-/// `max_t` may be NaN to skip the teacher (its sums are then 0).
 pub fn exp_sums(s: &[f32], t: &[f32], max_s: f32, max_t: f32, cut: f32) -> ExpSums {
     pulp::Arch::new().dispatch(Sums {
         s,
@@ -121,7 +120,7 @@ impl<S: Simd> SumLanes<S> {
     }
 
     #[inline(always)]
-    fn add(&mut self, simd: S, p: &Sums<'_>, with_teacher: bool, s: S::f32s, t: S::f32s) {
+    fn add(&mut self, simd: S, p: &Sums<'_>, s: S::f32s, t: S::f32s) {
         let (zero, one) = (simd.splat_f32s(0.0), simd.splat_f32s(1.0));
         let es = exp_nonpos(simd, simd.sub_f32s(s, simd.splat_f32s(p.max_s)));
         let peak = simd.equal_f32s(s, simd.splat_f32s(p.max_s));
@@ -131,15 +130,11 @@ impl<S: Simd> SumLanes<S> {
         self.student_below = simd.add_f32s(self.student_below, simd.select_f32s(below, es, zero));
         let at = simd.equal_f32s(s, simd.splat_f32s(p.cut));
         self.at_cut = simd.add_f32s(self.at_cut, simd.select_f32s(at, one, zero));
-        if with_teacher {
-            let et = exp_nonpos(simd, simd.sub_f32s(t, simd.splat_f32s(p.max_t)));
-            let peak = simd.equal_f32s(t, simd.splat_f32s(p.max_t));
-            self.teacher = simd.add_f32s(self.teacher, simd.select_f32s(peak, zero, et));
-            self.teacher_peaks =
-                simd.add_f32s(self.teacher_peaks, simd.select_f32s(peak, one, zero));
-            self.teacher_below =
-                simd.add_f32s(self.teacher_below, simd.select_f32s(below, et, zero));
-        }
+        let et = exp_nonpos(simd, simd.sub_f32s(t, simd.splat_f32s(p.max_t)));
+        let peak = simd.equal_f32s(t, simd.splat_f32s(p.max_t));
+        self.teacher = simd.add_f32s(self.teacher, simd.select_f32s(peak, zero, et));
+        self.teacher_peaks = simd.add_f32s(self.teacher_peaks, simd.select_f32s(peak, one, zero));
+        self.teacher_below = simd.add_f32s(self.teacher_below, simd.select_f32s(below, et, zero));
     }
 
     #[inline(always)]
@@ -158,25 +153,19 @@ impl WithSimd for Sums<'_> {
     type Output = ExpSums;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> ExpSums {
-        let with_teacher = !self.max_t.is_nan();
         let mut out = ExpSums::default();
         let (sh, st) = S::as_simd_f32s(self.s);
-        let (th, tt) = if with_teacher {
-            S::as_simd_f32s(self.t)
-        } else {
-            // Same split as the student's; the teacher values are never read.
-            S::as_simd_f32s(self.s)
-        };
+        let (th, tt) = S::as_simd_f32s(self.t);
         for (sb, tb) in sh.chunks(BLOCK).zip(th.chunks(BLOCK)) {
             let mut lanes = SumLanes::new(simd);
             for (&s, &t) in sb.iter().zip(tb) {
-                lanes.add(simd, &self, with_teacher, s, t);
+                lanes.add(simd, &self, s, t);
             }
             lanes.flush(simd, &mut out);
         }
         let mut lanes = SumLanes::new(Scalar);
         for (&s, &t) in st.iter().zip(tt) {
-            lanes.add(Scalar, &self, with_teacher, s, t);
+            lanes.add(Scalar, &self, s, t);
         }
         lanes.flush(Scalar, &mut out);
         out
@@ -193,6 +182,17 @@ pub struct Normalizer {
 }
 
 impl Normalizer {
+    /// The normalizer of a few values (the top-k entries of a row), in
+    /// scalar code.
+    pub fn of(values: impl Iterator<Item = f32> + Clone) -> Self {
+        let max = values.clone().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = values.map(|x| scalar_exp(x - max) as f64).sum();
+        Self {
+            max,
+            log_sum: sum.ln() as f32,
+        }
+    }
+
     /// The log-probability of a logit of this row.
     #[inline(always)]
     pub fn log_prob(self, x: f32) -> f32 {
@@ -308,51 +308,45 @@ pub fn write_full_gradient(
     div: Div,
     out: &mut [f32],
 ) {
-    pulp::Arch::new().dispatch(FullGradient {
-        s,
-        t,
+    let row = GradientRow {
         ns,
         nt,
         total,
         scale,
         div,
-        out,
-    })
+    };
+    pulp::Arch::new().dispatch(FullGradient { s, t, row, out })
 }
 
-struct FullGradient<'a> {
-    s: &'a [f32],
-    t: &'a [f32],
+/// The row constants of the full-vocabulary gradient.
+#[derive(Clone, Copy)]
+struct GradientRow {
     ns: Normalizer,
     nt: Normalizer,
     total: f32,
     scale: f32,
     div: Div,
-    out: &'a mut [f32],
 }
 
-impl FullGradient<'_> {
+impl GradientRow {
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn write<S: Simd>(
-        ns: Normalizer,
-        nt: Normalizer,
-        total: f32,
-        scale: f32,
-        div: Div,
-        simd: S,
-        (s, t): (&[S::f32s], &[S::f32s]),
-        out: &mut [S::f32s],
-    ) {
-        let k = simd.splat_f32s(scale);
-        let g = simd.splat_f32s(total);
+    fn write<S: Simd>(self, simd: S, s: &[S::f32s], t: &[S::f32s], out: &mut [S::f32s]) {
+        let k = simd.splat_f32s(self.scale);
+        let g = simd.splat_f32s(self.total);
         for ((o, &s), &t) in out.iter_mut().zip(s).zip(t) {
-            let a = ns.log_probs(simd, s);
-            let (_, slope) = term_and_slope(simd, a, nt.log_probs(simd, t), div);
+            let a = self.ns.log_probs(simd, s);
+            let (_, slope) = term_and_slope(simd, a, self.nt.log_probs(simd, t), self.div);
             let ps = exp_nonpos(simd, a);
             *o = simd.mul_f32s(k, simd.negate_mul_add_e_f32s(ps, g, slope));
         }
     }
+}
+
+struct FullGradient<'a> {
+    s: &'a [f32],
+    t: &'a [f32],
+    row: GradientRow,
+    out: &'a mut [f32],
 }
 
 impl WithSimd for FullGradient<'_> {
@@ -362,9 +356,8 @@ impl WithSimd for FullGradient<'_> {
         let (sh, st) = S::as_simd_f32s(self.s);
         let (th, tt) = S::as_simd_f32s(self.t);
         let (oh, ot) = S::as_mut_simd_f32s(self.out);
-        let (ns, nt, g, k, d) = (self.ns, self.nt, self.total, self.scale, self.div);
-        Self::write(ns, nt, g, k, d, simd, (sh, th), oh);
-        Self::write(ns, nt, g, k, d, Scalar, (st, tt), ot);
+        self.row.write(simd, sh, th, oh);
+        self.row.write(Scalar, st, tt, ot);
     }
 }
 

@@ -103,20 +103,7 @@ pub fn forward(
     };
     let cut = top.last().map_or(f32::NEG_INFINITY, |e| e.0);
     let mut sums = passes::exp_sums(s, t, max_s, max_t, cut);
-    if !top.is_empty() {
-        add_unselected_ties(s, t, (max_s, max_t), top, &mut sums);
-        // Normalizers as (selected mass in f64) + (the rest): a lane that
-        // holds the row maximum's exp(0) = 1 would drop the tiny terms added
-        // to it, which are the whole difference when the top-k holds nearly
-        // all the mass.
-        let mass = |x: f32, m: f32| ((x - m) as f64).exp();
-        sums.student = sums.student_below + top.iter().map(|e| mass(e.0, max_s)).sum::<f64>();
-        sums.teacher = sums.teacher_below
-            + top
-                .iter()
-                .map(|e| mass(t[e.1 as usize], max_t))
-                .sum::<f64>();
-    }
+    add_unselected_ties(s, t, (max_s, max_t), top, &mut sums);
     let ns = Normalizer {
         max: max_s,
         log_sum: sums.student.ln() as f32,
@@ -229,17 +216,8 @@ fn topk_tail(
 /// Writes `d_i = slope_i − q_i Σ slopes`; returns the loss.
 fn topk_renormalized(t: &[f32], top: &[(f32, u32)], div: Div, coefs: &mut [f32]) -> f32 {
     let tv = |j: u32| t[j as usize];
-    let renormalizer = |values: &mut dyn Iterator<Item = f32>| {
-        let values: Vec<f32> = values.collect();
-        let max = values.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f64 = values.iter().map(|&x| scalar_exp(x - max) as f64).sum();
-        Normalizer {
-            max,
-            log_sum: sum.ln() as f32,
-        }
-    };
-    let ns = renormalizer(&mut top.iter().map(|e| e.0));
-    let nt = renormalizer(&mut top.iter().map(|e| tv(e.1)));
+    let ns = Normalizer::of(top.iter().map(|e| e.0));
+    let nt = Normalizer::of(top.iter().map(|e| tv(e.1)));
     let (mut loss, mut total) = (0.0f64, 0.0f64);
     for (d, &(x, j)) in coefs.iter_mut().zip(top) {
         let (term, slope) = scalar_term_and_slope(ns.log_prob(x), nt.log_prob(tv(j)), div);
