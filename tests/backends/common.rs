@@ -127,21 +127,13 @@ pub fn max_abs_diff(a: &[f64], b: &[f64]) -> (f64, f64) {
     (diff, scale)
 }
 
-/// Whether `T` runs the fused loss kernels (`sdpo_core::loss::fused`). The CPU backends must
-/// have them (asserted); a GPU backend without them says so and the caller skips.
-pub fn fused_kernels<T: crate::Target>() -> bool {
+/// Asserts that `T` runs the fused loss kernels (`sdpo_core::loss::fused`): every backend of
+/// the suite has them (CPU kernels on NdArray and Flex, CubeCL kernels on Wgpu and Cuda).
+pub fn assert_fused_kernels<T: crate::Target>() {
     let dev = Default::default();
-    if sdpo::core::loss::fused::fused_available::<burn::backend::Autodiff<T>>(&dev) {
-        return true;
-    }
     assert!(
-        T::GPU,
-        "{}: the CPU backends have fused loss kernels",
+        sdpo::core::loss::fused::fused_available::<burn::backend::Autodiff<T>>(&dev),
+        "{}: the backend has fused loss kernels",
         T::NAME
     );
-    println!(
-        "{}: no fused loss kernel yet; the composite loss runs",
-        T::NAME
-    );
-    false
 }

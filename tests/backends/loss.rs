@@ -82,9 +82,7 @@ pub fn distillation_loss_matches_the_reference<T: Target>() {
 /// Every golden case on the backend's fused kernels; the CPU backends must
 /// have them.
 pub fn fused_distillation_loss_matches_the_reference<T: Target>() {
-    if !common::fused_kernels::<T>() {
-        return;
-    }
+    common::assert_fused_kernels::<T>();
     golden_distillation_cases::<T>(true);
 }
 
@@ -435,9 +433,7 @@ fn reference_row(s: &[f32], t: &[f32], id: usize, cfg: &SdpoConfig) -> (f64, f64
 /// plus, with a tail bucket, the composite's own float32 noise there:
 /// 8ε / (1 − Σ top-k p) of the largest entry).
 pub fn fused_loss_equals_composite_on_extreme_inputs<T: Target>() {
-    if !common::fused_kernels::<T>() {
-        return;
-    }
+    common::assert_fused_kernels::<T>();
     let mut configs = Vec::new();
     for alpha in [0.0, 0.5, 1.0] {
         for (topk, tail) in [(Some(20), true), (Some(20), false), (None, true)] {
@@ -548,15 +544,65 @@ pub fn fused_loss_equals_composite_on_extreme_inputs<T: Target>() {
     );
 }
 
+/// More rows than one grid axis holds (65 535 cubes on Wgpu): the GPU kernels spread rows
+/// over two axes, and every row must be computed. Fused equals composite on each row's
+/// per-token loss and on the gradient (1e-5 relative plus 1e-6 absolute, as above).
+pub fn fused_loss_covers_more_rows_than_a_grid_axis<T: Target>() {
+    common::assert_fused_kernels::<T>();
+    let (rows, v) = (65_540, 4);
+    let case = Extreme {
+        name: "many rows",
+        shape: [2, rows / 2, v],
+        student: spread(rows * v, 8, -4.0, 4.0),
+        teacher: spread(rows * v, 9, -4.0, 4.0),
+        ids: (0..rows as i64).map(|i| i % v as i64).collect(),
+        mask: vec![1.0; rows],
+        boundary_ties: false,
+    };
+    for topk in [Some(2), None] {
+        let cfg = SdpoConfig {
+            distillation_topk: topk,
+            ..SdpoConfig::default()
+        };
+        let run = |fused_loss| {
+            evaluate::<T>(
+                &case,
+                &SdpoConfig {
+                    fused_loss,
+                    ..cfg.clone()
+                },
+            )
+        };
+        let (fused, composite) = (run(true), run(false));
+        let near = |a: f64, b: f64| (a - b).abs() <= 1e-5 * b.abs() + 1e-6;
+        let bad: Vec<usize> = (0..rows)
+            .filter(|&i| !near(fused.per_token[i], composite.per_token[i]))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{} (top-k {topk:?}): {} rows differ, first {:?}: {} vs {}",
+            T::NAME,
+            bad.len(),
+            bad.first(),
+            fused.per_token[bad[0]],
+            composite.per_token[bad[0]]
+        );
+        let (diff, scale) = max_abs_diff(&fused.grad, &composite.grad);
+        assert!(
+            diff <= 1e-5 * scale + 1e-6,
+            "{} (top-k {topk:?}): gradient differs by {diff:.2e} (scale {scale:.2e})",
+            T::NAME
+        );
+    }
+}
+
 /// A student whose top-1 holds all but ~8e-7 of the mass (top-k 1 + tail,
 /// forward KL): `log(1 − Σ top-k p)` is float32 rounding noise there, so the
 /// fused kernel computes the tail from the mass outside the top-k. It must
 /// equal the float64 reference to 1e-5 relative (the composite code is off by
 /// percents here).
 pub fn fused_tail_is_exact_where_the_composite_cancels<T: Target>() {
-    if !common::fused_kernels::<T>() {
-        return;
-    }
+    common::assert_fused_kernels::<T>();
     let v = 1000;
     let rows = 4;
     let mut student = spread(rows * v, 6, -21.5, -20.5);

@@ -83,6 +83,7 @@ macro_rules! all_tests {
                 fused_distillation_loss_matches_the_reference,
                 fused_loss_equals_composite_on_extreme_inputs,
                 fused_tail_is_exact_where_the_composite_cancels,
+                fused_loss_covers_more_rows_than_a_grid_axis,
                 policy_loss_and_advantages_match_the_reference,
             ],
             gradients: [

@@ -209,9 +209,7 @@ pub fn every_teacher_mode_and_loss_variant_runs_a_finite_step<I: Target>() {
 /// rollout (same seeds), distillation loss to 1e-5 relative, gradient norm to 1e-4.
 pub fn fused_and_composite_training_steps_agree<I: Target>() {
     let _serial = serial();
-    if !crate::common::fused_kernels::<I>() {
-        return;
-    }
+    crate::common::assert_fused_kernels::<I>();
     type Variant = (&'static str, fn(&mut SdpoConfig));
     let variants: [Variant; 3] = [
         ("default", |_| {}),

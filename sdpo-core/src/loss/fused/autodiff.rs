@@ -13,6 +13,7 @@ use burn::backend::autodiff::{
 use burn::tensor::{
     backend::{AutodiffBackend, Backend},
     ops::{FloatTensor, IntTensor},
+    DType, Shape,
 };
 
 use super::{FusedForward, FusedLoss, FusedSaved, LossBackend};
@@ -132,5 +133,15 @@ impl<B: LossBackend, C: CheckpointStrategy> LossBackend for Autodiff<B, C> {
             grad.primitive,
             loss,
         ))
+    }
+
+    fn fused_distillation_plan(
+        student: &Shape,
+        teacher: &Shape,
+        ids: &Shape,
+        floats: [DType; 2],
+        loss: FusedLoss,
+    ) -> Option<[Shape; 5]> {
+        B::fused_distillation_plan(student, teacher, ids, floats, loss)
     }
 }

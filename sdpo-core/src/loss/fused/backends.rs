@@ -1,5 +1,6 @@
 //! [`LossBackend`] for Burn's backends: the CPU kernels on NdArray and Flex,
-//! the composite fallback elsewhere.
+//! the CubeCL kernels on `CubeBackend` (Wgpu, Cuda; their fusion wrapper is in
+//! [`super::fusion`]).
 
 #[allow(unused_imports)]
 use super::LossBackend;
@@ -109,9 +110,49 @@ where
     F: burn_cubecl::FloatElement,
     I: burn_cubecl::IntElement,
     BT: burn_cubecl::BoolElement,
-    Self: burn::tensor::backend::Backend,
+    Self: burn::tensor::backend::Backend<
+        FloatTensorPrimitive = burn_cubecl::tensor::CubeTensor<R>,
+        IntTensorPrimitive = burn_cubecl::tensor::CubeTensor<R>,
+    >,
 {
-}
+    fn fused_distillation(
+        student: burn::tensor::ops::FloatTensor<Self>,
+        teacher: burn::tensor::ops::FloatTensor<Self>,
+        ids: burn::tensor::ops::IntTensor<Self>,
+        loss: super::FusedLoss,
+    ) -> Option<super::FusedForward<Self>> {
+        let [loss, token_log_probs, stats, coefs, indices] =
+            super::cube::launch_forward(student, teacher, ids, loss)?;
+        Some(super::FusedForward {
+            loss,
+            token_log_probs,
+            saved: super::FusedSaved {
+                stats,
+                coefs,
+                indices,
+            },
+        })
+    }
 
-#[cfg(feature = "fusion")]
-impl<B: burn_fusion::FusionBackend> LossBackend for burn_fusion::Fusion<B> {}
+    fn fused_distillation_backward(
+        student: burn::tensor::ops::FloatTensor<Self>,
+        teacher: burn::tensor::ops::FloatTensor<Self>,
+        ids: burn::tensor::ops::IntTensor<Self>,
+        saved: super::FusedSaved<Self>,
+        grad: burn::tensor::ops::FloatTensor<Self>,
+        loss: super::FusedLoss,
+    ) -> burn::tensor::ops::FloatTensor<Self> {
+        let saved = [saved.stats, saved.coefs, saved.indices];
+        super::cube::launch_backward(student, teacher, ids, saved, grad, loss)
+    }
+
+    fn fused_distillation_plan(
+        student: &burn::tensor::Shape,
+        teacher: &burn::tensor::Shape,
+        ids: &burn::tensor::Shape,
+        floats: [burn::tensor::DType; 2],
+        loss: super::FusedLoss,
+    ) -> Option<[burn::tensor::Shape; 5]> {
+        super::cube::accepts(student, teacher, ids, floats, loss).map(|p| p.output_shapes())
+    }
+}

@@ -17,10 +17,12 @@
 //! Implemented here: the CPU backends NdArray and Flex (feature `ndarray` /
 //! `flex`; `f32` tensors, rows in parallel with rayon, SIMD `exp` through
 //! pulp's run-time dispatch: [`cpu`]) and [`Autodiff`](burn::backend::Autodiff)
-//! over any backend that has them. Every other backend (and other dtypes)
-//! runs the composite code, which stays the reference the kernels are tested
-//! against. CubeCL backends (Wgpu, Cuda) implement the trait with the
-//! composite fallback for now (features `cubecl`, `fusion`).
+//! over any backend that has them; the CubeCL backends (feature `cubecl`: one
+//! cube per row, shared-memory reductions) and Burn's fusion
+//! wrapper over them (feature `fusion`: custom operations on the fusion
+//! stream), which together are Burn's Wgpu and Cuda. Every other backend (and
+//! other dtypes) runs the composite code, which stays the reference the
+//! kernels are tested against.
 
 pub mod cpu;
 pub mod passes;
@@ -30,12 +32,16 @@ pub mod vmath;
 
 mod autodiff;
 mod backends;
+#[cfg(feature = "cubecl")]
+mod cube;
+#[cfg(feature = "fusion")]
+mod fusion;
 mod host;
 
 use burn::tensor::{
     backend::Backend,
     ops::{FloatTensor, IntTensor},
-    Int, Tensor,
+    DType, Int, Shape, Tensor,
 };
 
 use crate::config::{DistillationSupport, Divergence};
@@ -101,9 +107,9 @@ impl<B: Backend> Clone for FusedSaved<B> {
 /// them. The default methods say "no kernel", and the loss runs its composite
 /// tensor code; a backend with kernels overrides both.
 ///
-/// Implemented for NdArray and Flex (kernels, features `ndarray`/`flex`),
-/// `Autodiff<B>` over any implementor, and the CubeCL backends Wgpu/Cuda
-/// (features `cubecl`, `fusion`; composite for now). A backend of your own
+/// Implemented with kernels for NdArray and Flex (features `ndarray`/`flex`),
+/// the CubeCL backends and their fusion wrapper (Wgpu, Cuda; features
+/// `cubecl`, `fusion`), and `Autodiff<B>` over any implementor. A backend of your own
 /// implements it with an empty `impl` to use the composite path.
 pub trait LossBackend: Backend {
     /// The fused forward over rows: `student` and `teacher` are `[.., V]` with
@@ -117,6 +123,22 @@ pub trait LossBackend: Backend {
         loss: FusedLoss,
     ) -> Option<FusedForward<Self>> {
         let _ = (student, teacher, ids, loss);
+        None
+    }
+
+    /// The output shapes of [`Self::fused_distillation`] for tensors with this
+    /// metadata (the `student`, `teacher` and `ids` shapes and the two float
+    /// dtypes), or `None` where it has no kernel for them. A lazy wrapper
+    /// (Burn's fusion) asks this before the kernel runs, so an implementor
+    /// answers exactly as its forward will. `None` by default.
+    fn fused_distillation_plan(
+        student: &Shape,
+        teacher: &Shape,
+        ids: &Shape,
+        floats: [DType; 2],
+        loss: FusedLoss,
+    ) -> Option<[Shape; 5]> {
+        let _ = (student, teacher, ids, floats, loss);
         None
     }
 

@@ -1,0 +1,630 @@
+//! The fused loss as CubeCL kernels: one cube per row of `V` logits, threads
+//! striding over the row, tree reductions in shared memory.
+//!
+//! Forward, per row (the same formulas as [`super::super::row`]):
+//!
+//! 1. the row maxima, and whether a logit is NaN or infinite (bit tests:
+//!    WGSL may assume IEEE specials away);
+//! 2. the sums of `exp(x − max)`, the maximum's entries counted exactly apart
+//!    from the rest (`log Σ = ln count + log1p(rest / count)`: a lane holding
+//!    the maximum's 1 must not swallow the small terms);
+//! 3. top-k supports: the k-th largest student logit by a bitwise search over
+//!    order-preserving keys (32 counting passes, no sort), then each thread
+//!    takes a contiguous chunk, selects the entries above the cut and the
+//!    lowest-indexed ties (as the CPU selection does), writes their indices in
+//!    vocabulary order and sums the mass *outside* the top-k itself;
+//! 4. the divergence over the support and its derivative, the row
+//!    coefficients `c`, `G` and `d_i` of the saved state.
+//!
+//! Backward, per row: `grad · P_j · c` (or the full-vocabulary formula)
+//! everywhere, then the selected entries overwritten with their own formula.
+
+use cubecl::prelude::*;
+
+/// Support codes (comptime).
+pub const TOPK_TAIL: u32 = 0;
+/// Top-k renormalized.
+pub const TOPK_RENORMALIZED: u32 = 1;
+/// Full vocabulary.
+pub const FULL_VOCABULARY: u32 = 2;
+/// Sampled token.
+pub const SAMPLED_TOKEN: u32 = 3;
+
+/// Divergence codes (comptime).
+pub const FORWARD_KL: u32 = 0;
+/// Reverse KL.
+pub const REVERSE_KL: u32 = 1;
+/// Generalized Jensen–Shannon.
+pub const JSD: u32 = 2;
+
+/// Runtime constants of the divergence and the tail clamp.
+#[derive(CubeType, CubeLaunch, Clone, Copy)]
+pub struct Consts {
+    /// JSD weight of the student, `1 − α`.
+    pub w_s: f32,
+    /// JSD weight of the teacher, `α`.
+    pub w_t: f32,
+    /// `ln(1 − α)`.
+    pub ln_w_s: f32,
+    /// `ln α`.
+    pub ln_w_t: f32,
+    /// The reference's floor of a tail log-probability.
+    pub floor: f32,
+}
+
+/// The largest finite `f32`, negated (WGSL has no `-inf` literal).
+#[cube]
+fn lowest() -> f32 {
+    f32::reinterpret(0xff7f_ffffu32)
+}
+
+/// A quiet NaN made at run time (WGSL folds `0/0`).
+#[cube]
+fn nan() -> f32 {
+    f32::reinterpret(0x7fc0_0000u32)
+}
+
+/// Whether `x` is NaN or infinite, from its bits.
+#[cube]
+fn not_finite(x: f32) -> bool {
+    (u32::reinterpret(x) & 0x7fff_ffffu32) >= 0x7f80_0000u32
+}
+
+/// A key whose unsigned order is the float order of `x` (`−0` as `+0`).
+#[cube]
+fn order_key(x: f32) -> u32 {
+    let mut bits = u32::reinterpret(x);
+    if bits == 0x8000_0000u32 {
+        bits = 0u32;
+    }
+    if bits >= 0x8000_0000u32 {
+        0xffff_ffffu32 - bits
+    } else {
+        bits | 0x8000_0000u32
+    }
+}
+
+/// The larger of two floats.
+#[cube]
+fn fmax(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// The sum of `value` over the cube (`CUBE_DIM_X` a power of two).
+#[cube]
+fn cube_sum<N: Numeric>(shared: &mut SharedMemory<N>, value: N) -> N {
+    let tid = UNIT_POS_X as usize;
+    shared[tid] = value;
+    sync_cube();
+    let mut stride = (CUBE_DIM_X / 2) as usize;
+    while stride > 0 {
+        if tid < stride {
+            shared[tid] = shared[tid] + shared[tid + stride];
+        }
+        sync_cube();
+        stride = stride / 2;
+    }
+    let out = shared[0];
+    sync_cube();
+    out
+}
+
+/// The maximum of `value` over the cube (`CUBE_DIM_X` a power of two).
+#[cube]
+fn cube_max(shared: &mut SharedMemory<f32>, value: f32) -> f32 {
+    let tid = UNIT_POS_X as usize;
+    shared[tid] = value;
+    sync_cube();
+    let mut stride = (CUBE_DIM_X / 2) as usize;
+    while stride > 0 {
+        if tid < stride {
+            shared[tid] = fmax(shared[tid], shared[tid + stride]);
+        }
+        sync_cube();
+        stride = stride / 2;
+    }
+    let out = shared[0];
+    sync_cube();
+    out
+}
+
+/// `ln Σ exp(x − max)` from the count of entries at the maximum and the sum
+/// of the others.
+#[cube]
+fn log_sum(peaks: f32, rest: f32) -> f32 {
+    peaks.ln() + log1p(rest / peaks)
+}
+
+/// `ln(1 + e)` for `e ≥ 0` without cancellation for small `e` (WGSL has no
+/// `log1p`; CubeCL writes `log(e + 1)` there): on `[0, 1]`, `2·atanh(u)` with
+/// `u = e / (2 + e) ≤ 1/3` as an odd series to `u¹⁵` (as the CPU kernels).
+#[cube]
+fn log1p(e: f32) -> f32 {
+    if e > f32::new(1.0) {
+        (e + f32::new(1.0)).ln()
+    } else {
+        let u = e / (e + f32::new(2.0));
+        let u2 = u * u;
+        let mut p = f32::new(1.0 / 15.0);
+        p = p * u2 + f32::new(1.0 / 13.0);
+        p = p * u2 + f32::new(1.0 / 11.0);
+        p = p * u2 + f32::new(1.0 / 9.0);
+        p = p * u2 + f32::new(1.0 / 7.0);
+        p = p * u2 + f32::new(1.0 / 5.0);
+        p = p * u2 + f32::new(1.0 / 3.0);
+        p = p * u2 + f32::new(1.0);
+        f32::new(2.0) * u * p
+    }
+}
+
+/// The divergence's term at one entry, from the log-probabilities `a`
+/// (student) and `b` (teacher).
+#[cube]
+fn term(a: f32, b: f32, c: &Consts, #[comptime] div: u32) -> f32 {
+    if comptime![div == FORWARD_KL] {
+        b.exp() * (b - a)
+    } else if comptime![div == REVERSE_KL] {
+        a.exp() * (a - b)
+    } else {
+        let log_m = log_mixture(a, b, c);
+        c.w_s * a.exp() * (a - log_m) + c.w_t * b.exp() * (b - log_m)
+    }
+}
+
+/// The derivative of [`term`] in `a`'s logit direction (`∂term/∂a`).
+#[cube]
+fn slope(a: f32, b: f32, c: &Consts, #[comptime] div: u32) -> f32 {
+    if comptime![div == FORWARD_KL] {
+        f32::new(0.0) - b.exp()
+    } else if comptime![div == REVERSE_KL] {
+        a.exp() * (a - b + f32::new(1.0))
+    } else {
+        c.w_s * a.exp() * (a - log_mixture(a, b, c))
+    }
+}
+
+/// `ln((1 − α) e^a + α e^b)` without cancellation.
+#[cube]
+fn log_mixture(a: f32, b: f32, c: &Consts) -> f32 {
+    let sa = a + c.ln_w_s;
+    let sb = b + c.ln_w_t;
+    let hi = fmax(sa, sb);
+    let lo = if sa > sb { sb } else { sa };
+    hi + log1p((lo - hi).exp())
+}
+
+/// The fused forward; one cube per row. Outputs as in
+/// [`FusedForward`](super::super::FusedForward); `width` is the row stride of
+/// `coefs` and `indices`, `k` the entries selected (`min(k, V)`).
+// `row_loss` and `c` are assigned in every comptime branch.
+#[allow(clippy::too_many_arguments, unused_assignments)]
+#[cube(launch)]
+pub fn forward_kernel<I: Int>(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    ids: &Tensor<I>,
+    loss: &mut Tensor<f32>,
+    token_log_probs: &mut Tensor<f32>,
+    stats: &mut Tensor<f32>,
+    coefs: &mut Tensor<f32>,
+    indices: &mut Tensor<I>,
+    shape: &RowShape,
+    consts: &Consts,
+    #[comptime] support: u32,
+    #[comptime] div: u32,
+    #[comptime] block: u32,
+    #[define(I)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= shape.rows as usize {
+        terminate!();
+    }
+    let tid = UNIT_POS_X as usize;
+    let threads = CUBE_DIM_X as usize;
+    let v = shape.vocab as usize;
+    let base = row * v;
+    let k = shape.k as usize;
+    let slots = row * shape.width as usize;
+    let mut red_f = SharedMemory::<f32>::new(block as usize);
+    let mut red_u = SharedMemory::<u32>::new(block as usize);
+
+    // 1. Maxima and broken logits.
+    let mut ms = lowest();
+    let mut mt = lowest();
+    let mut bad = 0u32;
+    let mut j = tid;
+    while j < v {
+        let x = student[base + j];
+        let y = teacher[base + j];
+        if not_finite(x) || not_finite(y) {
+            bad = 1u32;
+        }
+        ms = fmax(ms, x);
+        mt = fmax(mt, y);
+        j += threads;
+    }
+    let max_s = cube_max(&mut red_f, ms);
+    let max_t = cube_max(&mut red_f, mt);
+    let bad = cube_sum::<u32>(&mut red_u, bad);
+    let id = i32::cast_from(ids[row]);
+    if bad > 0 || id < 0 || id >= i32::cast_from(shape.vocab) {
+        if tid == 0 {
+            loss[row] = nan();
+            token_log_probs[row] = nan();
+            for s in 0..6 {
+                stats[row * 6 + s] = nan();
+            }
+        }
+        let mut i = tid;
+        while i < k {
+            coefs[slots + i] = nan();
+            indices[slots + i] = I::cast_from(0u32);
+            i += threads;
+        }
+        terminate!();
+    }
+    let id = usize::cast_from(id);
+
+    // 2. Sums of exp(x − max), the maximum's entries counted apart.
+    let mut rest_s = f32::new(0.0);
+    let mut rest_t = f32::new(0.0);
+    let mut peaks_s = 0u32;
+    let mut peaks_t = 0u32;
+    let mut j = tid;
+    while j < v {
+        let x = student[base + j];
+        let y = teacher[base + j];
+        if x == max_s {
+            peaks_s += 1u32;
+        } else {
+            rest_s += (x - max_s).exp();
+        }
+        if y == max_t {
+            peaks_t += 1u32;
+        } else {
+            rest_t += (y - max_t).exp();
+        }
+        j += threads;
+    }
+    let rest_s = cube_sum::<f32>(&mut red_f, rest_s);
+    let rest_t = cube_sum::<f32>(&mut red_f, rest_t);
+    let peaks_s = f32::cast_from(cube_sum::<u32>(&mut red_u, peaks_s));
+    let peaks_t = f32::cast_from(cube_sum::<u32>(&mut red_u, peaks_t));
+    let lse_s = log_sum(peaks_s, rest_s);
+    let lse_t = log_sum(peaks_t, rest_t);
+    let token_lp = student[base + id] - max_s - lse_s;
+
+    let mut row_loss = f32::new(0.0);
+    let mut c = f32::new(0.0);
+    let mut g = f32::new(0.0);
+    if comptime![support == SAMPLED_TOKEN] {
+        let r = token_lp - (teacher[base + id] - max_t - lse_t);
+        row_loss = r * token_lp;
+        c = f32::new(0.0) - r;
+    } else if comptime![support == FULL_VOCABULARY] {
+        let mut terms = f32::new(0.0);
+        let mut slopes = f32::new(0.0);
+        let mut j = tid;
+        while j < v {
+            let a = student[base + j] - max_s - lse_s;
+            let b = teacher[base + j] - max_t - lse_t;
+            terms += term(a, b, consts, div);
+            slopes += slope(a, b, consts, div);
+            j += threads;
+        }
+        row_loss = cube_sum::<f32>(&mut red_f, terms);
+        g = cube_sum::<f32>(&mut red_f, slopes);
+    } else {
+        // 3. The top-k: the k-th largest key, bit by bit from the top.
+        let mut cut = 0u32;
+        for bit in 0..32u32 {
+            let candidate = cut | (0x8000_0000u32 >> bit);
+            let mut count = 0u32;
+            let mut j = tid;
+            while j < v {
+                if order_key(student[base + j]) >= candidate {
+                    count += 1u32;
+                }
+                j += threads;
+            }
+            if cube_sum::<u32>(&mut red_u, count) >= shape.k {
+                cut = candidate;
+            }
+        }
+        let selected = select_top(
+            student, teacher, indices, base, slots, v, cut, shape.k, max_s, max_t, block,
+        );
+        let below_s = cube_sum::<f32>(&mut red_f, selected.below_s);
+        let below_t = cube_sum::<f32>(&mut red_f, selected.below_t);
+        sync_storage();
+        sync_cube();
+
+        if comptime![support == TOPK_TAIL] {
+            // 4. Divergence over the top-k and the tail bucket.
+            let mut terms = f32::new(0.0);
+            let mut slopes = f32::new(0.0);
+            let mut i = tid;
+            while i < k {
+                let j = usize::cast_from(indices[slots + i]);
+                let a = student[base + j] - max_s - lse_s;
+                let b = teacher[base + j] - max_t - lse_t;
+                let d = slope(a, b, consts, div);
+                coefs[slots + i] = d;
+                terms += term(a, b, consts, div);
+                slopes += d;
+                i += threads;
+            }
+            let terms = cube_sum::<f32>(&mut red_f, terms);
+            let total = cube_sum::<f32>(&mut red_f, slopes);
+            let tail_s = below_s.ln() - lse_s;
+            let tail_t = below_t.ln() - lse_t;
+            let clamped = below_s <= f32::new(0.0) || tail_s < consts.floor;
+            let ts = if clamped { consts.floor } else { tail_s };
+            let tt = if below_t <= f32::new(0.0) || tail_t < consts.floor {
+                consts.floor
+            } else {
+                tail_t
+            };
+            row_loss = terms + term(ts, tt, consts, div);
+            if clamped {
+                c = f32::new(0.0) - total;
+                g = total;
+            } else {
+                let tail_slope = slope(ts, tt, consts, div);
+                g = total + tail_slope;
+                c = tail_slope / tail_s.exp() - g;
+            }
+        } else {
+            // 4. Both sides renormalized over the top-k.
+            let mut ms = lowest();
+            let mut mt = lowest();
+            let mut i = tid;
+            while i < k {
+                let j = usize::cast_from(indices[slots + i]);
+                ms = fmax(ms, student[base + j]);
+                mt = fmax(mt, teacher[base + j]);
+                i += threads;
+            }
+            let top_s = cube_max(&mut red_f, ms);
+            let top_t = cube_max(&mut red_f, mt);
+            let mut ss = f32::new(0.0);
+            let mut st = f32::new(0.0);
+            let mut i = tid;
+            while i < k {
+                let j = usize::cast_from(indices[slots + i]);
+                ss += (student[base + j] - top_s).exp();
+                st += (teacher[base + j] - top_t).exp();
+                i += threads;
+            }
+            let ls = cube_sum::<f32>(&mut red_f, ss).ln();
+            let lt = cube_sum::<f32>(&mut red_f, st).ln();
+            let mut terms = f32::new(0.0);
+            let mut slopes = f32::new(0.0);
+            let mut i = tid;
+            while i < k {
+                let j = usize::cast_from(indices[slots + i]);
+                let a = student[base + j] - top_s - ls;
+                let b = teacher[base + j] - top_t - lt;
+                let d = slope(a, b, consts, div);
+                coefs[slots + i] = d;
+                terms += term(a, b, consts, div);
+                slopes += d;
+                i += threads;
+            }
+            row_loss = cube_sum::<f32>(&mut red_f, terms);
+            let total = cube_sum::<f32>(&mut red_f, slopes);
+            let mut i = tid;
+            while i < k {
+                let j = usize::cast_from(indices[slots + i]);
+                let q = (student[base + j] - top_s - ls).exp();
+                coefs[slots + i] = coefs[slots + i] - q * total;
+                i += threads;
+            }
+        }
+    }
+
+    if tid == 0 {
+        loss[row] = row_loss;
+        token_log_probs[row] = token_lp;
+        stats[row * 6] = max_s;
+        stats[row * 6 + 1] = lse_s;
+        stats[row * 6 + 2] = max_t;
+        stats[row * 6 + 3] = lse_t;
+        stats[row * 6 + 4] = c;
+        stats[row * 6 + 5] = g;
+    }
+}
+
+/// Sizes of a launch.
+#[derive(CubeType, CubeLaunch, Clone, Copy)]
+pub struct RowShape {
+    /// Rows `n`.
+    pub rows: u32,
+    /// Row length `V`.
+    pub vocab: u32,
+    /// Entries selected per row (`min(k, V)`; 0 without top-k).
+    pub k: u32,
+    /// Row stride of the saved `[n, width]` tensors.
+    pub width: u32,
+}
+
+/// The mass outside the top-k, per thread.
+#[derive(CubeType)]
+struct Outside {
+    below_s: f32,
+    below_t: f32,
+}
+
+/// Selects the entries above `cut` and the lowest-indexed ties until `k` are
+/// taken, writes their indices in vocabulary order at `indices[slots..]`, and
+/// returns this thread's share of the exp-sums of the entries not taken.
+#[allow(clippy::too_many_arguments)]
+#[cube]
+fn select_top<I: Int>(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    indices: &mut Tensor<I>,
+    base: usize,
+    slots: usize,
+    v: usize,
+    cut: u32,
+    k: u32,
+    max_s: f32,
+    max_t: f32,
+    #[comptime] block: u32,
+) -> Outside {
+    let tid = UNIT_POS_X as usize;
+    let threads = CUBE_DIM_X as usize;
+    let chunk = (v + threads - 1) / threads;
+    let lo = if tid * chunk < v { tid * chunk } else { v };
+    let hi = if lo + chunk < v { lo + chunk } else { v };
+    let mut above = 0u32;
+    let mut ties = 0u32;
+    for j in lo..hi {
+        let key = order_key(student[base + j]);
+        if key > cut {
+            above += 1u32;
+        } else if key == cut {
+            ties += 1u32;
+        }
+    }
+    // Exclusive prefix sums of both counts over the threads (one thread scans).
+    let mut before_above = SharedMemory::<u32>::new(block as usize + 1);
+    let mut before_ties = SharedMemory::<u32>::new(block as usize + 1);
+    before_above[tid] = above;
+    before_ties[tid] = ties;
+    sync_cube();
+    if tid == 0 {
+        let mut run_above = 0u32;
+        let mut run_ties = 0u32;
+        for t in 0..threads {
+            let a = before_above[t];
+            let b = before_ties[t];
+            before_above[t] = run_above;
+            before_ties[t] = run_ties;
+            run_above += a;
+            run_ties += b;
+        }
+        before_above[threads] = run_above;
+    }
+    sync_cube();
+    let needed_ties = k - before_above[threads];
+    let mut tie_rank = before_ties[tid];
+    let taken_before = if tie_rank < needed_ties {
+        tie_rank
+    } else {
+        needed_ties
+    };
+    let mut pos = (before_above[tid] + taken_before) as usize;
+    let mut below_s = f32::new(0.0);
+    let mut below_t = f32::new(0.0);
+    for j in lo..hi {
+        let x = student[base + j];
+        let key = order_key(x);
+        let mut take = key > cut;
+        if key == cut {
+            take = tie_rank < needed_ties;
+            tie_rank += 1u32;
+        }
+        if take {
+            indices[slots + pos] = I::cast_from(j as u32);
+            pos += 1;
+        } else {
+            below_s += (x - max_s).exp();
+            below_t += (teacher[base + j] - max_t).exp();
+        }
+    }
+    sync_cube();
+    Outside { below_s, below_t }
+}
+
+/// The fused backward; one cube per row: `out = grad · ∂loss/∂student`.
+#[allow(clippy::too_many_arguments)]
+#[cube(launch)]
+pub fn backward_kernel<I: Int>(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    ids: &Tensor<I>,
+    stats: &Tensor<f32>,
+    coefs: &Tensor<f32>,
+    indices: &Tensor<I>,
+    grad: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    shape: &RowShape,
+    consts: &Consts,
+    #[comptime] support: u32,
+    #[comptime] div: u32,
+    #[define(I)] _dtype: StorageType,
+) {
+    let row = CUBE_POS;
+    if row >= shape.rows as usize {
+        terminate!();
+    }
+    let tid = UNIT_POS_X as usize;
+    let threads = CUBE_DIM_X as usize;
+    let v = shape.vocab as usize;
+    let base = row * v;
+    let k = shape.k as usize;
+    let slots = row * shape.width as usize;
+    let scale = grad[row];
+    let max_s = stats[row * 6];
+    let lse_s = stats[row * 6 + 1];
+    let max_t = stats[row * 6 + 2];
+    let lse_t = stats[row * 6 + 3];
+    let c = stats[row * 6 + 4];
+    let g = stats[row * 6 + 5];
+    let mut bad = false;
+    for s in 0..6 {
+        if not_finite(stats[row * 6 + s]) {
+            bad = true;
+        }
+    }
+    let zero = scale == f32::new(0.0);
+    let id = usize::cast_from(ids[row]);
+
+    let mut j = tid;
+    while j < v {
+        let a = student[base + j] - max_s - lse_s;
+        let mut o = f32::new(0.0);
+        if comptime![support == FULL_VOCABULARY] {
+            let b = teacher[base + j] - max_t - lse_t;
+            o = scale * (slope(a, b, consts, div) - a.exp() * g);
+        } else if comptime![support != TOPK_RENORMALIZED] {
+            o = scale * c * a.exp();
+            if comptime![support == SAMPLED_TOKEN] {
+                if j == id {
+                    o -= scale * c;
+                }
+            }
+        }
+        if zero {
+            o = f32::new(0.0);
+        } else if bad {
+            o = nan();
+        }
+        out[base + j] = o;
+        j += threads;
+    }
+    if comptime![support == TOPK_TAIL || support == TOPK_RENORMALIZED] {
+        sync_storage();
+        sync_cube();
+        if !zero && !bad {
+            let mut i = tid;
+            while i < k {
+                let j = usize::cast_from(indices[slots + i]);
+                let d = coefs[slots + i];
+                if comptime![support == TOPK_TAIL] {
+                    let p = (student[base + j] - max_s - lse_s).exp();
+                    out[base + j] = scale * (d - p * g);
+                } else {
+                    out[base + j] = scale * d;
+                }
+                i += threads;
+            }
+        }
+    }
+}
