@@ -206,7 +206,11 @@ pub fn every_teacher_mode_and_loss_variant_runs_a_finite_step<I: Target>() {
 }
 
 /// The trainer's step on the fused loss kernels equals the step on the composite code: same
-/// rollout (same seeds), distillation loss to 1e-5 relative, gradient norm to 1e-4.
+/// rollout (same seeds), distillation loss to 1e-5 relative (1e-4 on a GPU), gradient norm to
+/// 1e-4. The GPU allowance is for the sampled-token loss `r · log p`, whose `r = log p_s −
+/// log p_t` is a difference of log-probabilities: with Vulkan's/CUDA's `exp`/`log` a few ULP off
+/// (~1e-6 absolute at |log p| ≈ 3) and `r` ≈ 4e-3, the two paths differ by ~1e-4 relative
+/// (measured on lavapipe: 1.9e-5).
 pub fn fused_and_composite_training_steps_agree<I: Target>() {
     let _serial = serial();
     crate::common::assert_fused_kernels::<I>();
@@ -230,8 +234,9 @@ pub fn fused_and_composite_training_steps_agree<I: Target>() {
         let (fused, composite) = (run(true), run(false));
         let (lf, lc) = (fused["loss/distillation"], composite["loss/distillation"]);
         assert!(lc != 0.0, "{name}: no distillation signal to compare");
+        let rel = if I::GPU { 1e-4 } else { 1e-5 };
         assert!(
-            (lf - lc).abs() <= 1e-5 * lc.abs() + 1e-7,
+            (lf - lc).abs() <= rel * lc.abs() + 1e-7,
             "{name}: distillation loss {lf} (fused) vs {lc} (composite)"
         );
         let (gf, gc) = (fused["grad_norm"], composite["grad_norm"]);

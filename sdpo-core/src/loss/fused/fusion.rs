@@ -85,7 +85,13 @@ impl<B: FusionBackend + LossBackend> LossBackend for Fusion<B> {
         )?;
         let client = student.client.clone();
         let streams = OperationStreams::with_inputs([&student, &teacher, &ids]);
-        let dtypes = [student.dtype, student.dtype, student.dtype, student.dtype, ids.dtype];
+        let dtypes = [
+            student.dtype,
+            student.dtype,
+            student.dtype,
+            student.dtype,
+            ids.dtype,
+        ];
         let outputs = shapes
             .into_iter()
             .zip(dtypes)

@@ -8,8 +8,8 @@
 //! 2. the sums of `exp(x − max)`, the maximum's entries counted exactly apart
 //!    from the rest (`log Σ = ln count + log1p(rest / count)`: a lane holding
 //!    the maximum's 1 must not swallow the small terms);
-//! 3. top-k supports: the k-th largest student logit by a bitwise search over
-//!    order-preserving keys (32 counting passes, no sort), then each thread
+//! 3. top-k supports: the k-th largest student logit by a radix search over
+//!    order-preserving keys (8 passes of 4-bit digits, no sort), then each thread
 //!    takes a contiguous chunk, selects the entries above the cut and the
 //!    lowest-indexed ties (as the CPU selection does), writes their indices in
 //!    vocabulary order and sums the mass *outside* the top-k itself;
@@ -18,6 +18,14 @@
 //!
 //! Backward, per row: `grad · P_j · c` (or the full-vocabulary formula)
 //! everywhere, then the selected entries overwritten with their own formula.
+
+// The `#[cube]` language: a comptime condition cannot merge with a runtime one, and it has
+// neither `div_ceil` nor every compound assignment.
+#![allow(
+    clippy::collapsible_if,
+    clippy::manual_div_ceil,
+    clippy::assign_op_pattern
+)]
 
 use cubecl::prelude::*;
 
@@ -319,22 +327,8 @@ pub fn forward_kernel<I: Int>(
         row_loss = cube_sum::<f32>(&mut red_f, terms);
         g = cube_sum::<f32>(&mut red_f, slopes);
     } else {
-        // 3. The top-k: the k-th largest key, bit by bit from the top.
-        let mut cut = 0u32;
-        for bit in 0..32u32 {
-            let candidate = cut | (0x8000_0000u32 >> bit);
-            let mut count = 0u32;
-            let mut j = tid;
-            while j < v {
-                if order_key(student[base + j]) >= candidate {
-                    count += 1u32;
-                }
-                j += threads;
-            }
-            if cube_sum::<u32>(&mut red_u, count) >= shape.k {
-                cut = candidate;
-            }
-        }
+        // 3. The top-k: the k-th largest key, then the entries at or above it.
+        let cut = kth_largest_key(student, base, v, shape.k);
         let selected = select_top(
             student, teacher, indices, base, slots, v, cut, shape.k, max_s, max_t, block,
         );
@@ -437,6 +431,58 @@ pub fn forward_kernel<I: Int>(
         stats[row * 6 + 4] = c;
         stats[row * 6 + 5] = g;
     }
+}
+
+/// The k-th largest order key of a row (`1 ≤ k ≤ V`), four bits per pass from
+/// the top (8 passes over the row): each pass histograms the next digit of the
+/// keys that match the digits found so far (16 shared atomic counters) and
+/// keeps the digit where the k-th largest falls.
+#[cube]
+fn kth_largest_key(student: &Tensor<f32>, base: usize, v: usize, k: u32) -> u32 {
+    let tid = UNIT_POS_X as usize;
+    let threads = CUBE_DIM_X as usize;
+    let hist = SharedMemory::<Atomic<u32>>::new(16usize);
+    let mut prefix = 0u32;
+    // The rank of the k-th largest among the keys that match `prefix`.
+    let mut remaining = k;
+    for pass in 0..8u32 {
+        let shift = 28u32 - 4u32 * pass;
+        let fixed = 0xffff_ffffu32 - (0xffff_ffffu32 >> (4u32 * pass));
+        let mut d = tid;
+        while d < 16 {
+            hist[d].store(0u32);
+            d += threads;
+        }
+        sync_cube();
+        let mut j = tid;
+        while j < v {
+            let key = order_key(student[base + j]);
+            if (key & fixed) == prefix {
+                hist[((key >> shift) & 15u32) as usize].fetch_add(1u32);
+            }
+            j += threads;
+        }
+        sync_cube();
+        let mut digit = 0u32;
+        let mut above = 0u32;
+        let mut found = false;
+        for i in 0..16u32 {
+            let d = 15u32 - i;
+            let count = hist[d as usize].load();
+            if !found {
+                if above + count >= remaining {
+                    digit = d;
+                    found = true;
+                } else {
+                    above += count;
+                }
+            }
+        }
+        prefix |= digit << shift;
+        remaining -= above;
+        sync_cube();
+    }
+    prefix
 }
 
 /// Sizes of a launch.

@@ -6,8 +6,8 @@ mod kernels;
 
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_cubecl::{
-    kernel::into_contiguous, ops::numeric::empty_device_contiguous_dtype,
-    tensor::CubeTensor, CubeRuntime,
+    kernel::into_contiguous, ops::numeric::empty_device_contiguous_dtype, tensor::CubeTensor,
+    CubeRuntime,
 };
 
 use cubecl::prelude::*;
@@ -120,9 +120,7 @@ pub(crate) fn accepts(
     loss: FusedLoss,
 ) -> Option<Plan> {
     let plan = Plan::new(student, loss)?;
-    let fine = floats == [DType::F32; 2]
-        && teacher == student
-        && ids.num_elements() == plan.rows;
+    let fine = floats == [DType::F32; 2] && teacher == student && ids.num_elements() == plan.rows;
     fine.then_some(plan)
 }
 
@@ -200,7 +198,12 @@ pub(crate) fn launch_backward<R: CubeRuntime>(
     let [student, teacher, ids, stats, coefs, indices, grad] =
         [student, teacher, ids, stats, coefs, indices, grad].map(into_contiguous);
     let client = student.client.clone();
-    let out = empty_device_contiguous_dtype::<R>(client.clone(), student.device.clone(), shape, DType::F32);
+    let out = empty_device_contiguous_dtype::<R>(
+        client.clone(),
+        student.device.clone(),
+        shape,
+        DType::F32,
+    );
     let (count, dim, _) = plan.grid(&client);
     let int: StorageType = ids.dtype.into();
     kernels::backward_kernel::launch::<R>(
