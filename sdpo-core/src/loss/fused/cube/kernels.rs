@@ -208,8 +208,7 @@ fn log_mixture(a: f32, b: f32, c: &Consts) -> f32 {
 /// The fused forward; one cube per row. Outputs as in
 /// [`FusedForward`](super::super::FusedForward); `width` is the row stride of
 /// `coefs` and `indices`, `k` the entries selected (`min(k, V)`).
-// `row_loss` and `c` are assigned in every comptime branch.
-#[allow(clippy::too_many_arguments, unused_assignments)]
+#[allow(clippy::too_many_arguments)]
 #[cube(launch)]
 pub fn forward_kernel<I: Int>(
     student: &Tensor<f32>,
@@ -232,204 +231,382 @@ pub fn forward_kernel<I: Int>(
         terminate!();
     }
     let tid = UNIT_POS_X as usize;
-    let threads = CUBE_DIM_X as usize;
-    let v = shape.vocab as usize;
-    let base = row * v;
-    let k = shape.k as usize;
-    let slots = row * shape.width as usize;
+    let at = RowAt {
+        base: row * shape.vocab as usize,
+        slots: row * shape.width as usize,
+        v: shape.vocab as usize,
+        k: shape.k as usize,
+    };
     let mut red_f = SharedMemory::<f32>::new(block as usize);
     let mut red_u = SharedMemory::<u32>::new(block as usize);
 
-    // 1. Maxima and broken logits.
+    // 1. Maxima; a row with a NaN or infinite logit, or a token outside it, is NaN.
+    let maxima = row_maxima(student, teacher, &at, &mut red_f, &mut red_u);
+    let id = i32::cast_from(ids[row]);
+    if maxima.bad > 0 || id < 0 || id >= i32::cast_from(shape.vocab) {
+        write_broken(loss, token_log_probs, stats, coefs, indices, row, &at);
+        terminate!();
+    }
+    let id = usize::cast_from(id);
+
+    // 2. Both log-softmax normalizers.
+    let n = normalizers(student, teacher, &at, &maxima, &mut red_f, &mut red_u);
+    let token_lp = student[at.base + id] - n.max_s - n.lse_s;
+
+    // 3–4. The divergence over the support, and the row coefficients c and G.
+    let out = if comptime![support == SAMPLED_TOKEN] {
+        sampled_token(teacher, &at, &n, id, token_lp)
+    } else if comptime![support == FULL_VOCABULARY] {
+        full_vocabulary(student, teacher, &at, &n, consts, &mut red_f, div)
+    } else {
+        top_k(
+            student, teacher, indices, coefs, &at, &n, consts, &mut red_f, support, div, block,
+        )
+    };
+
+    if tid == 0 {
+        loss[row] = out.loss;
+        token_log_probs[row] = token_lp;
+        stats[row * 6] = n.max_s;
+        stats[row * 6 + 1] = n.lse_s;
+        stats[row * 6 + 2] = n.max_t;
+        stats[row * 6 + 3] = n.lse_t;
+        stats[row * 6 + 4] = out.c;
+        stats[row * 6 + 5] = out.g;
+    }
+}
+
+/// Where a row lives: its first logit, its first saved slot, `V` and `k`.
+#[derive(CubeType)]
+struct RowAt {
+    base: usize,
+    slots: usize,
+    v: usize,
+    k: usize,
+}
+
+/// The row maxima and whether a logit is NaN or infinite (`bad > 0`).
+#[derive(CubeType)]
+struct Maxima {
+    max_s: f32,
+    max_t: f32,
+    bad: u32,
+}
+
+/// Both sides' log-softmax normalizers: `log p = x − max − lse`.
+#[derive(CubeType)]
+struct Normalizers {
+    max_s: f32,
+    lse_s: f32,
+    max_t: f32,
+    lse_t: f32,
+}
+
+/// A row's loss and its gradient coefficients `c` and `G` (see [`super::super::row`]).
+#[derive(CubeType)]
+struct RowOut {
+    loss: f32,
+    c: f32,
+    g: f32,
+}
+
+/// Pass 1: the maxima of both rows, and whether any logit is not finite.
+#[cube]
+fn row_maxima(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    at: &RowAt,
+    red_f: &mut SharedMemory<f32>,
+    red_u: &mut SharedMemory<u32>,
+) -> Maxima {
     let mut ms = lowest();
     let mut mt = lowest();
     let mut bad = 0u32;
-    let mut j = tid;
-    while j < v {
-        let x = student[base + j];
-        let y = teacher[base + j];
+    let mut j = UNIT_POS_X as usize;
+    while j < at.v {
+        let x = student[at.base + j];
+        let y = teacher[at.base + j];
         if not_finite(x) || not_finite(y) {
             bad = 1u32;
         }
         ms = fmax(ms, x);
         mt = fmax(mt, y);
-        j += threads;
+        j += CUBE_DIM_X as usize;
     }
-    let max_s = cube_max(&mut red_f, ms);
-    let max_t = cube_max(&mut red_f, mt);
-    let bad = cube_sum::<u32>(&mut red_u, bad);
-    let id = i32::cast_from(ids[row]);
-    if bad > 0 || id < 0 || id >= i32::cast_from(shape.vocab) {
-        if tid == 0 {
-            loss[row] = nan();
-            token_log_probs[row] = nan();
-            for s in 0..6 {
-                stats[row * 6 + s] = nan();
-            }
-        }
-        let mut i = tid;
-        while i < k {
-            coefs[slots + i] = nan();
-            indices[slots + i] = I::cast_from(0u32);
-            i += threads;
-        }
-        terminate!();
+    Maxima {
+        max_s: cube_max(red_f, ms),
+        max_t: cube_max(red_f, mt),
+        bad: cube_sum::<u32>(red_u, bad),
     }
-    let id = usize::cast_from(id);
+}
 
-    // 2. Sums of exp(x − max), the maximum's entries counted apart.
+/// NaN outputs for a broken row (as the composite code's arithmetic gives).
+#[cube]
+fn write_broken<I: Int>(
+    loss: &mut Tensor<f32>,
+    token_log_probs: &mut Tensor<f32>,
+    stats: &mut Tensor<f32>,
+    coefs: &mut Tensor<f32>,
+    indices: &mut Tensor<I>,
+    row: usize,
+    at: &RowAt,
+) {
+    if UNIT_POS_X == 0 {
+        loss[row] = nan();
+        token_log_probs[row] = nan();
+        for s in 0..6 {
+            stats[row * 6 + s] = nan();
+        }
+    }
+    let mut i = UNIT_POS_X as usize;
+    while i < at.k {
+        coefs[at.slots + i] = nan();
+        indices[at.slots + i] = I::cast_from(0u32);
+        i += CUBE_DIM_X as usize;
+    }
+}
+
+/// Pass 2: the sums of `exp(x − max)`, the maximum's entries counted apart.
+#[cube]
+fn normalizers(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    at: &RowAt,
+    m: &Maxima,
+    red_f: &mut SharedMemory<f32>,
+    red_u: &mut SharedMemory<u32>,
+) -> Normalizers {
     let mut rest_s = f32::new(0.0);
     let mut rest_t = f32::new(0.0);
     let mut peaks_s = 0u32;
     let mut peaks_t = 0u32;
-    let mut j = tid;
-    while j < v {
-        let x = student[base + j];
-        let y = teacher[base + j];
-        if x == max_s {
+    let mut j = UNIT_POS_X as usize;
+    while j < at.v {
+        let x = student[at.base + j];
+        let y = teacher[at.base + j];
+        if x == m.max_s {
             peaks_s += 1u32;
         } else {
-            rest_s += (x - max_s).exp();
+            rest_s += (x - m.max_s).exp();
         }
-        if y == max_t {
+        if y == m.max_t {
             peaks_t += 1u32;
         } else {
-            rest_t += (y - max_t).exp();
+            rest_t += (y - m.max_t).exp();
         }
-        j += threads;
+        j += CUBE_DIM_X as usize;
     }
-    let rest_s = cube_sum::<f32>(&mut red_f, rest_s);
-    let rest_t = cube_sum::<f32>(&mut red_f, rest_t);
-    let peaks_s = f32::cast_from(cube_sum::<u32>(&mut red_u, peaks_s));
-    let peaks_t = f32::cast_from(cube_sum::<u32>(&mut red_u, peaks_t));
-    let lse_s = log_sum(peaks_s, rest_s);
-    let lse_t = log_sum(peaks_t, rest_t);
-    let token_lp = student[base + id] - max_s - lse_s;
+    let rest_s = cube_sum::<f32>(red_f, rest_s);
+    let rest_t = cube_sum::<f32>(red_f, rest_t);
+    let peaks_s = f32::cast_from(cube_sum::<u32>(red_u, peaks_s));
+    let peaks_t = f32::cast_from(cube_sum::<u32>(red_u, peaks_t));
+    Normalizers {
+        max_s: m.max_s,
+        lse_s: log_sum(peaks_s, rest_s),
+        max_t: m.max_t,
+        lse_t: log_sum(peaks_t, rest_t),
+    }
+}
 
-    let mut row_loss = f32::new(0.0);
-    let mut c = f32::new(0.0);
-    let mut g = f32::new(0.0);
-    if comptime![support == SAMPLED_TOKEN] {
-        let r = token_lp - (teacher[base + id] - max_t - lse_t);
-        row_loss = r * token_lp;
-        c = f32::new(0.0) - r;
-    } else if comptime![support == FULL_VOCABULARY] {
-        let mut terms = f32::new(0.0);
-        let mut slopes = f32::new(0.0);
-        let mut j = tid;
-        while j < v {
-            let a = student[base + j] - max_s - lse_s;
-            let b = teacher[base + j] - max_t - lse_t;
-            terms += term(a, b, consts, div);
-            slopes += slope(a, b, consts, div);
-            j += threads;
-        }
-        row_loss = cube_sum::<f32>(&mut red_f, terms);
-        g = cube_sum::<f32>(&mut red_f, slopes);
+/// The sampled-token loss `r · log p_s` with `r = log p_s − log p_t`; `c = −r`.
+#[cube]
+fn sampled_token(
+    teacher: &Tensor<f32>,
+    at: &RowAt,
+    n: &Normalizers,
+    id: usize,
+    token_lp: f32,
+) -> RowOut {
+    let r = token_lp - (teacher[at.base + id] - n.max_t - n.lse_t);
+    RowOut {
+        loss: r * token_lp,
+        c: f32::new(0.0) - r,
+        g: f32::new(0.0),
+    }
+}
+
+/// Passes 3–4 of the top-k supports: the k-th largest key, the selection and
+/// the mass outside it, then the divergence over the selected entries.
+#[allow(clippy::too_many_arguments)]
+#[cube]
+fn top_k<I: Int>(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    indices: &mut Tensor<I>,
+    coefs: &mut Tensor<f32>,
+    at: &RowAt,
+    n: &Normalizers,
+    consts: &Consts,
+    red_f: &mut SharedMemory<f32>,
+    #[comptime] support: u32,
+    #[comptime] div: u32,
+    #[comptime] block: u32,
+) -> RowOut {
+    let k = at.k as u32;
+    let cut = kth_largest_key(student, at.base, at.v, k);
+    let outside = select_top(student, teacher, indices, at, cut, k, n, block);
+    let below_s = cube_sum::<f32>(red_f, outside.below_s);
+    let below_t = cube_sum::<f32>(red_f, outside.below_t);
+    // The indices written by other threads, visible to all.
+    sync_storage();
+    sync_cube();
+    if comptime![support == TOPK_TAIL] {
+        topk_tail(
+            student, teacher, indices, coefs, at, n, below_s, below_t, consts, red_f, div,
+        )
     } else {
-        // 3. The top-k: the k-th largest key, then the entries at or above it.
-        let cut = kth_largest_key(student, base, v, shape.k);
-        let selected = select_top(
-            student, teacher, indices, base, slots, v, cut, shape.k, max_s, max_t, block,
-        );
-        let below_s = cube_sum::<f32>(&mut red_f, selected.below_s);
-        let below_t = cube_sum::<f32>(&mut red_f, selected.below_t);
-        sync_storage();
-        sync_cube();
-
-        if comptime![support == TOPK_TAIL] {
-            // 4. Divergence over the top-k and the tail bucket.
-            let mut terms = f32::new(0.0);
-            let mut slopes = f32::new(0.0);
-            let mut i = tid;
-            while i < k {
-                let j = usize::cast_from(indices[slots + i]);
-                let a = student[base + j] - max_s - lse_s;
-                let b = teacher[base + j] - max_t - lse_t;
-                let d = slope(a, b, consts, div);
-                coefs[slots + i] = d;
-                terms += term(a, b, consts, div);
-                slopes += d;
-                i += threads;
-            }
-            let terms = cube_sum::<f32>(&mut red_f, terms);
-            let total = cube_sum::<f32>(&mut red_f, slopes);
-            let tail_s = below_s.ln() - lse_s;
-            let tail_t = below_t.ln() - lse_t;
-            let clamped = below_s <= f32::new(0.0) || tail_s < consts.floor;
-            let ts = if clamped { consts.floor } else { tail_s };
-            let tt = if below_t <= f32::new(0.0) || tail_t < consts.floor {
-                consts.floor
-            } else {
-                tail_t
-            };
-            row_loss = terms + term(ts, tt, consts, div);
-            if clamped {
-                c = f32::new(0.0) - total;
-                g = total;
-            } else {
-                let tail_slope = slope(ts, tt, consts, div);
-                g = total + tail_slope;
-                c = tail_slope / tail_s.exp() - g;
-            }
-        } else {
-            // 4. Both sides renormalized over the top-k.
-            let mut ms = lowest();
-            let mut mt = lowest();
-            let mut i = tid;
-            while i < k {
-                let j = usize::cast_from(indices[slots + i]);
-                ms = fmax(ms, student[base + j]);
-                mt = fmax(mt, teacher[base + j]);
-                i += threads;
-            }
-            let top_s = cube_max(&mut red_f, ms);
-            let top_t = cube_max(&mut red_f, mt);
-            let mut ss = f32::new(0.0);
-            let mut st = f32::new(0.0);
-            let mut i = tid;
-            while i < k {
-                let j = usize::cast_from(indices[slots + i]);
-                ss += (student[base + j] - top_s).exp();
-                st += (teacher[base + j] - top_t).exp();
-                i += threads;
-            }
-            let ls = cube_sum::<f32>(&mut red_f, ss).ln();
-            let lt = cube_sum::<f32>(&mut red_f, st).ln();
-            let mut terms = f32::new(0.0);
-            let mut slopes = f32::new(0.0);
-            let mut i = tid;
-            while i < k {
-                let j = usize::cast_from(indices[slots + i]);
-                let a = student[base + j] - top_s - ls;
-                let b = teacher[base + j] - top_t - lt;
-                let d = slope(a, b, consts, div);
-                coefs[slots + i] = d;
-                terms += term(a, b, consts, div);
-                slopes += d;
-                i += threads;
-            }
-            row_loss = cube_sum::<f32>(&mut red_f, terms);
-            let total = cube_sum::<f32>(&mut red_f, slopes);
-            let mut i = tid;
-            while i < k {
-                let j = usize::cast_from(indices[slots + i]);
-                let q = (student[base + j] - top_s - ls).exp();
-                coefs[slots + i] = coefs[slots + i] - q * total;
-                i += threads;
-            }
-        }
+        topk_renormalized(student, teacher, indices, coefs, at, consts, red_f, div)
     }
+}
 
-    if tid == 0 {
-        loss[row] = row_loss;
-        token_log_probs[row] = token_lp;
-        stats[row * 6] = max_s;
-        stats[row * 6 + 1] = lse_s;
-        stats[row * 6 + 2] = max_t;
-        stats[row * 6 + 3] = lse_t;
-        stats[row * 6 + 4] = c;
-        stats[row * 6 + 5] = g;
+/// The divergence over the whole vocabulary; `G` = the sum of the slopes.
+#[cube]
+fn full_vocabulary(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    at: &RowAt,
+    n: &Normalizers,
+    consts: &Consts,
+    red_f: &mut SharedMemory<f32>,
+    #[comptime] div: u32,
+) -> RowOut {
+    let mut terms = f32::new(0.0);
+    let mut slopes = f32::new(0.0);
+    let mut j = UNIT_POS_X as usize;
+    while j < at.v {
+        let a = student[at.base + j] - n.max_s - n.lse_s;
+        let b = teacher[at.base + j] - n.max_t - n.lse_t;
+        terms += term(a, b, consts, div);
+        slopes += slope(a, b, consts, div);
+        j += CUBE_DIM_X as usize;
+    }
+    RowOut {
+        loss: cube_sum::<f32>(red_f, terms),
+        c: f32::new(0.0),
+        g: cube_sum::<f32>(red_f, slopes),
+    }
+}
+
+/// The divergence over the top-k and the tail bucket, each side's tail from
+/// its own mass outside the top-k (`below_*`), clamped as the reference does
+/// (the clamp also cuts the tail's gradient). Writes `d_i` = the slopes.
+#[allow(clippy::too_many_arguments)]
+#[cube]
+fn topk_tail<I: Int>(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    indices: &Tensor<I>,
+    coefs: &mut Tensor<f32>,
+    at: &RowAt,
+    n: &Normalizers,
+    below_s: f32,
+    below_t: f32,
+    consts: &Consts,
+    red_f: &mut SharedMemory<f32>,
+    #[comptime] div: u32,
+) -> RowOut {
+    let mut terms = f32::new(0.0);
+    let mut slopes = f32::new(0.0);
+    let mut i = UNIT_POS_X as usize;
+    while i < at.k {
+        let j = usize::cast_from(indices[at.slots + i]);
+        let a = student[at.base + j] - n.max_s - n.lse_s;
+        let b = teacher[at.base + j] - n.max_t - n.lse_t;
+        let d = slope(a, b, consts, div);
+        coefs[at.slots + i] = d;
+        terms += term(a, b, consts, div);
+        slopes += d;
+        i += CUBE_DIM_X as usize;
+    }
+    let terms = cube_sum::<f32>(red_f, terms);
+    let total = cube_sum::<f32>(red_f, slopes);
+    let tail_s = below_s.ln() - n.lse_s;
+    let tail_t = below_t.ln() - n.lse_t;
+    let clamped = below_s <= f32::new(0.0) || tail_s < consts.floor;
+    let ts = if clamped { consts.floor } else { tail_s };
+    let tt = if below_t <= f32::new(0.0) || tail_t < consts.floor {
+        consts.floor
+    } else {
+        tail_t
+    };
+    let tail_slope = slope(ts, tt, consts, div);
+    let g = if clamped { total } else { total + tail_slope };
+    let c = if clamped {
+        f32::new(0.0) - total
+    } else {
+        tail_slope / tail_s.exp() - g
+    };
+    RowOut {
+        loss: terms + term(ts, tt, consts, div),
+        c,
+        g,
+    }
+}
+
+/// Both sides renormalized over the student's top-k. Writes
+/// `d_i = slope_i − q_i Σ slopes`; `c = G = 0`.
+#[allow(clippy::too_many_arguments)]
+#[cube]
+fn topk_renormalized<I: Int>(
+    student: &Tensor<f32>,
+    teacher: &Tensor<f32>,
+    indices: &Tensor<I>,
+    coefs: &mut Tensor<f32>,
+    at: &RowAt,
+    consts: &Consts,
+    red_f: &mut SharedMemory<f32>,
+    #[comptime] div: u32,
+) -> RowOut {
+    let threads = CUBE_DIM_X as usize;
+    let mut ms = lowest();
+    let mut mt = lowest();
+    let mut i = UNIT_POS_X as usize;
+    while i < at.k {
+        let j = usize::cast_from(indices[at.slots + i]);
+        ms = fmax(ms, student[at.base + j]);
+        mt = fmax(mt, teacher[at.base + j]);
+        i += threads;
+    }
+    let top_s = cube_max(red_f, ms);
+    let top_t = cube_max(red_f, mt);
+    let mut ss = f32::new(0.0);
+    let mut st = f32::new(0.0);
+    let mut i = UNIT_POS_X as usize;
+    while i < at.k {
+        let j = usize::cast_from(indices[at.slots + i]);
+        ss += (student[at.base + j] - top_s).exp();
+        st += (teacher[at.base + j] - top_t).exp();
+        i += threads;
+    }
+    let ls = cube_sum::<f32>(red_f, ss).ln();
+    let lt = cube_sum::<f32>(red_f, st).ln();
+    let mut terms = f32::new(0.0);
+    let mut slopes = f32::new(0.0);
+    let mut i = UNIT_POS_X as usize;
+    while i < at.k {
+        let j = usize::cast_from(indices[at.slots + i]);
+        let a = student[at.base + j] - top_s - ls;
+        let b = teacher[at.base + j] - top_t - lt;
+        let d = slope(a, b, consts, div);
+        coefs[at.slots + i] = d;
+        terms += term(a, b, consts, div);
+        slopes += d;
+        i += threads;
+    }
+    let loss = cube_sum::<f32>(red_f, terms);
+    let total = cube_sum::<f32>(red_f, slopes);
+    // Each thread adjusts the slots it wrote.
+    let mut i = UNIT_POS_X as usize;
+    while i < at.k {
+        let j = usize::cast_from(indices[at.slots + i]);
+        let q = (student[at.base + j] - top_s - ls).exp();
+        coefs[at.slots + i] = coefs[at.slots + i] - q * total;
+        i += threads;
+    }
+    RowOut {
+        loss,
+        c: f32::new(0.0),
+        g: f32::new(0.0),
     }
 }
 
@@ -506,7 +683,7 @@ struct Outside {
 }
 
 /// Selects the entries above `cut` and the lowest-indexed ties until `k` are
-/// taken, writes their indices in vocabulary order at `indices[slots..]`, and
+/// taken, writes their indices in vocabulary order at the row's slots, and
 /// returns this thread's share of the exp-sums of the entries not taken.
 #[allow(clippy::too_many_arguments)]
 #[cube]
@@ -514,24 +691,22 @@ fn select_top<I: Int>(
     student: &Tensor<f32>,
     teacher: &Tensor<f32>,
     indices: &mut Tensor<I>,
-    base: usize,
-    slots: usize,
-    v: usize,
+    at: &RowAt,
     cut: u32,
     k: u32,
-    max_s: f32,
-    max_t: f32,
+    n: &Normalizers,
     #[comptime] block: u32,
 ) -> Outside {
     let tid = UNIT_POS_X as usize;
     let threads = CUBE_DIM_X as usize;
+    let v = at.v;
     let chunk = (v + threads - 1) / threads;
     let lo = if tid * chunk < v { tid * chunk } else { v };
     let hi = if lo + chunk < v { lo + chunk } else { v };
     let mut above = 0u32;
     let mut ties = 0u32;
     for j in lo..hi {
-        let key = order_key(student[base + j]);
+        let key = order_key(student[at.base + j]);
         if key > cut {
             above += 1u32;
         } else if key == cut {
@@ -569,7 +744,7 @@ fn select_top<I: Int>(
     let mut below_s = f32::new(0.0);
     let mut below_t = f32::new(0.0);
     for j in lo..hi {
-        let x = student[base + j];
+        let x = student[at.base + j];
         let key = order_key(x);
         let mut take = key > cut;
         if key == cut {
@@ -577,11 +752,11 @@ fn select_top<I: Int>(
             tie_rank += 1u32;
         }
         if take {
-            indices[slots + pos] = I::cast_from(j as u32);
+            indices[at.slots + pos] = I::cast_from(j as u32);
             pos += 1;
         } else {
-            below_s += (x - max_s).exp();
-            below_t += (teacher[base + j] - max_t).exp();
+            below_s += (x - n.max_s).exp();
+            below_t += (teacher[at.base + j] - n.max_t).exp();
         }
     }
     sync_cube();
