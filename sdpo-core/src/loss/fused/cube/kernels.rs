@@ -102,35 +102,34 @@ fn fmax(a: f32, b: f32) -> f32 {
     }
 }
 
-/// The sum of `value` over the cube (`CUBE_DIM_X` a power of two).
+/// The sum of `value` over the cube.
 #[cube]
 fn cube_sum<N: Numeric>(shared: &mut SharedMemory<N>, value: N) -> N {
-    let tid = UNIT_POS_X as usize;
-    shared[tid] = value;
-    sync_cube();
-    let mut stride = (CUBE_DIM_X / 2) as usize;
-    while stride > 0 {
-        if tid < stride {
-            shared[tid] = shared[tid] + shared[tid + stride];
-        }
-        sync_cube();
-        stride = stride / 2;
-    }
-    let out = shared[0];
-    sync_cube();
-    out
+    cube_reduce::<N>(shared, value, false)
 }
 
-/// The maximum of `value` over the cube (`CUBE_DIM_X` a power of two).
+/// The maximum of `value` over the cube.
 #[cube]
 fn cube_max(shared: &mut SharedMemory<f32>, value: f32) -> f32 {
+    cube_reduce::<f32>(shared, value, true)
+}
+
+/// The sum (or, with `max`, the maximum) of `value` over the cube: a tree in
+/// `shared` (`CUBE_DIM_X` a power of two), the result read by every thread.
+#[cube]
+fn cube_reduce<N: Numeric>(shared: &mut SharedMemory<N>, value: N, #[comptime] max: bool) -> N {
     let tid = UNIT_POS_X as usize;
     shared[tid] = value;
     sync_cube();
     let mut stride = (CUBE_DIM_X / 2) as usize;
     while stride > 0 {
         if tid < stride {
-            shared[tid] = fmax(shared[tid], shared[tid + stride]);
+            let (a, b) = (shared[tid], shared[tid + stride]);
+            if comptime![max] {
+                shared[tid] = if a > b { a } else { b };
+            } else {
+                shared[tid] = a + b;
+            }
         }
         sync_cube();
         stride = stride / 2;
