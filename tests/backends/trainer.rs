@@ -12,17 +12,20 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use sdpo::core::loss::LossBackend;
-use sdpo::core::reprompt::remove_thinking;
+use sdpo::core::reprompt::{plan_reprompts, remove_thinking, SampleOutcome};
 use sdpo::core::teacher::parameter_data;
 use sdpo::core::{ChatMessage, SdpoConfig, TeacherMode};
-use sdpo::models::generate::{left_pad, SamplingParams};
+use sdpo::models::generate::{left_pad, sampler_rng, SamplingParams};
+use sdpo::models::CausalDecoder;
 use sdpo::models::lora::{param_bytes, LoraConfig};
 use sdpo::models::scoring::{concat_prompt_response, response_logits};
 use sdpo::train::builtin::{char_tokenizer, init_model, tiny_model_config, Task};
 use sdpo::train::dataset::Dataset;
 use sdpo::train::policy::{StepSettings, TeacherSignal, TrainBatch};
 use sdpo::train::reward::{reward_fn, RewardOutput, Rewards};
+use sdpo::train::rollout::{requests, Rollout};
 use sdpo::train::teacher::TeacherWeights;
+use sdpo::train::teacher_inputs::TeacherInputs;
 use sdpo::train::{SdpoTrainer, TrainConfig, TrainError};
 
 use crate::common::{host_f32, serial};
@@ -385,6 +388,105 @@ pub fn teacher_is_gathered_at_exactly_the_students_topk<I: Target>() {
         (moved - base).abs() > 1e-3 * base.abs(),
         "{moved} vs {base}"
     );
+}
+
+/// The teacher scores exactly the student's response tokens after its own prompt: its logits at
+/// response position `p`, built as the trainer builds them (reprompt plan → `TeacherInputs` →
+/// `Teacher::logits`, left-padded batch), equal one plain forward of the unpadded sequence
+/// `teacher prompt ++ response` at position `len(teacher prompt) − 1 + p`. A one-position shift
+/// would look exactly like a weak teacher; the test also checks that the neighbouring position
+/// is told apart. Live teacher (the student's weights); reprompted samples (a peer's
+/// demonstration), so the teacher's prompt is longer than the student's. Tolerance: 1e-4 of the
+/// largest logit (batched and padded vs. single-row matmuls round differently).
+pub fn teacher_scores_the_students_response_tokens_after_its_own_prompt<I: Target>() {
+    let _serial = serial();
+    let mut cfg = small_config();
+    cfg.sdpo.teacher_mode = TeacherMode::Live;
+    let t = trainer::<I>(cfg.clone(), parity_rewards());
+    let device = Default::default();
+    let policy = t.policy().valid();
+    let rows = (0..2).map(|r| (r, t.dataset().rows()[r].prompt.to_messages()));
+    let requests = requests(t.prompts(), rows, 4, "dataset row").unwrap();
+    let mut rng = sampler_rng(5);
+    let rollout = Rollout::run(&policy, t.prompts(), requests, t.sampling(), &mut rng, &device)
+        .unwrap();
+    // The first sample of each group succeeds; the other three get it as a demonstration.
+    let outcomes: Vec<SampleOutcome> = rollout
+        .requests
+        .iter()
+        .zip(&rollout.texts)
+        .enumerate()
+        .map(|(i, (request, text))| SampleOutcome {
+            group: request.group,
+            prompt: &request.messages,
+            response: text,
+            score: if i % 4 == 0 { 1.0 } else { 0.0 },
+            feedback: None,
+        })
+        .collect();
+    let plan = plan_reprompts(&outcomes, &cfg.sdpo).unwrap();
+    let inputs = TeacherInputs::build(&plan, &rollout, t.prompts(), &cfg.sdpo, &device).unwrap();
+    let r = rollout.generation.response_ids.dims()[1];
+    let [n, width] = inputs.ids.dims();
+    let teacher = host(
+        t.teacher()
+            .logits(&policy, inputs.ids.clone(), inputs.mask.clone(), r, 1.0)
+            .unwrap(),
+    );
+    let vocab = teacher.len() / (n * r);
+    let ids: Vec<i64> = inputs.ids.into_data().iter::<i64>().collect();
+    let mask: Vec<bool> = inputs.mask.into_data().iter::<bool>().collect();
+    let mut checked = 0;
+    for i in (0..n).filter(|&i| plan.teachers[i].reprompted()) {
+        let prompt: Vec<i64> = (0..width - r)
+            .filter(|&c| mask[i * width + c])
+            .map(|c| ids[i * width + c])
+            .collect();
+        assert!(prompt.len() > rollout.requests[i].prompt_ids.len());
+        let response = &rollout.generation.tokens[i];
+        let seq: Vec<i64> = prompt
+            .iter()
+            .copied()
+            .chain(response.iter().map(|&x| x as i64))
+            .collect();
+        let len = seq.len();
+        let hidden = policy.decode_hidden(
+            Tensor::from_data(TensorData::new(seq, [1, len]), &device),
+            Tensor::from_data(TensorData::new(vec![true; len], [1, len]), &device),
+            Tensor::<I, 1, burn::tensor::Int>::arange(0..len as i64, &device).reshape([1, len]),
+            None,
+        );
+        let plain = host(policy.decode_logits(hidden));
+        let at = |p: usize| &plain[p * vocab..(p + 1) * vocab];
+        for p in 0..response.len() {
+            let row = &teacher[(i * r + p) * vocab..(i * r + p + 1) * vocab];
+            let tolerance = 1e-4 * row.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            let diff = |other: &[f32]| {
+                row.iter()
+                    .zip(other)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+            };
+            let aligned = diff(at(prompt.len() - 1 + p));
+            assert!(
+                aligned <= tolerance,
+                "{}: sample {i}, response position {p}: teacher logits differ from the plain forward by {aligned}",
+                I::NAME
+            );
+            let neighbour = if prompt.len() + p < len {
+                prompt.len() + p
+            } else {
+                prompt.len() + p - 2
+            };
+            let shifted = diff(at(neighbour));
+            assert!(
+                shifted > 10.0 * tolerance,
+                "{}: sample {i}, position {p}: the neighbouring position is not told apart ({shifted})",
+                I::NAME
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no reprompted response token was checked");
 }
 
 pub fn ema_moves_the_teacher_by_exactly_the_rate_and_frozen_never_moves<I: Target>() {
