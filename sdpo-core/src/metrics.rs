@@ -45,6 +45,10 @@ pub const LOSS_POLICY: &str = "loss/policy";
 pub const CLIP_FRACTION: &str = "policy/clip_fraction";
 /// Mean importance weight of the distillation term (`is_clip`).
 pub const IS_WEIGHT_MEAN: &str = "self_distillation/is_weight_mean";
+/// Mean KL(teacher ‖ student) on the full vocabulary over the response tokens of samples
+/// with a teacher signal (temperature-scaled distributions; not a reference metric): how far
+/// apart the two are where the distillation pulls.
+pub const TEACHER_KL: &str = "self_distillation/teacher_kl";
 /// Mean rollout importance-sampling weight over response tokens.
 pub const ROLLOUT_IS_WEIGHT_MEAN: &str = "rollout_is/weight_mean";
 /// Mean entropy of the student's (temperature-scaled) distribution over response tokens.

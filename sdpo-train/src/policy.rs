@@ -13,7 +13,7 @@ use burn::tensor::{Bool, Int, Tensor};
 use sdpo_core::loss::{try_self_distillation_loss, DistillationBatch, ShapeError};
 use sdpo_core::policy::{blend, policy_loss, ClipRange};
 use sdpo_core::rollout_is::rollout_is_weights;
-use sdpo_core::{RolloutIs, SdpoConfig};
+use sdpo_core::{LossAggMode, RolloutIs, SdpoConfig};
 use sdpo_models::arch::{CausalDecoder, CausalLm, KvCache, ModelConfig, ProjectionDelta};
 use sdpo_models::lora::LoraSet;
 use sdpo_models::scoring::{response_log_probs, response_logits, ScoringError};
@@ -136,6 +136,8 @@ pub struct StepItem {
     pub mean_rollout_is_weight: Option<f64>,
     /// Mean entropy of the student's distribution over response tokens.
     pub entropy: Option<f64>,
+    /// Mean KL(teacher ‖ student) over the response tokens of samples with a teacher signal.
+    pub teacher_kl: Option<f64>,
 }
 
 /// Why a training pass could not run.
@@ -207,6 +209,14 @@ impl<B: TrainBackend> Policy<B> {
         let distillation = if w > 0.0 {
             let teacher_logits =
                 teacher_logits.ok_or(StepError::Missing("distillation needs teacher logits"))?;
+            item.teacher_kl = mean_teacher_kl(
+                logits.clone(),
+                teacher_logits.clone(),
+                batch.response_ids.clone(),
+                batch.response_mask.clone(),
+                batch.self_distillation_mask.clone(),
+                cfg,
+            )?;
             let out = try_self_distillation_loss(
                 DistillationBatch {
                     student_logits: logits,
@@ -269,6 +279,49 @@ impl<B: TrainBackend> Policy<B> {
 
 fn scalar<B: Backend>(t: &Tensor<B, 1>) -> f64 {
     t.clone().into_scalar().elem::<f64>()
+}
+
+/// Mean KL(teacher ‖ student) on the full vocabulary over the response tokens of samples with
+/// a teacher signal (no graph: the loss entry point on the detached student, full vocabulary,
+/// forward KL, token mean, no weights — fused where the backend has kernels); `None` when no
+/// such token exists.
+///
+/// # Shapes
+/// - `student`, `teacher`: `[batch, R, vocab]`; `ids`, `mask`: `[batch, R]`; `signal`: `[batch]`
+fn mean_teacher_kl<B: TrainBackend>(
+    student: Tensor<B, 3>,
+    teacher: Tensor<B, 3>,
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+    signal: Tensor<B, 1>,
+    cfg: &SdpoConfig,
+) -> Result<Option<f64>, StepError> {
+    let tokens = scalar(&(mask.clone() * signal.clone().unsqueeze_dim::<2>(1)).sum());
+    if tokens == 0.0 {
+        return Ok(None);
+    }
+    let kl = SdpoConfig {
+        full_logit_distillation: true,
+        distillation_topk: None,
+        alpha: 0.0,
+        is_clip: None,
+        loss_agg_mode: LossAggMode::TokenMean,
+        fused_loss: cfg.fused_loss,
+        ..SdpoConfig::default()
+    };
+    let out = try_self_distillation_loss(
+        DistillationBatch {
+            student_logits: student.detach(),
+            teacher_logits: teacher,
+            response_ids: ids,
+            response_mask: mask,
+            old_log_probs: None,
+            self_distillation_mask: Some(signal),
+            rollout_is_weights: None,
+        },
+        &kl,
+    )?;
+    Ok(Some(scalar(&out.loss)))
 }
 
 /// Mean entropy `−Σ p log p` of `logits`' distributions over masked tokens (no graph); `None`

@@ -150,6 +150,7 @@ impl StepMetrics {
                 pass_mean(|i| i.mean_rollout_is_weight),
             ),
             (names::ENTROPY, pass_mean(|i| i.entropy)),
+            (names::TEACHER_KL, pass_mean(|i| i.teacher_kl)),
             (names::ADVANTAGE_MEAN, self.advantages.map(|a| a.0)),
             (names::ADVANTAGE_STD, self.advantages.map(|a| a.1)),
         ] {

@@ -16,9 +16,9 @@ use sdpo::core::reprompt::{plan_reprompts, remove_thinking, SampleOutcome};
 use sdpo::core::teacher::parameter_data;
 use sdpo::core::{ChatMessage, SdpoConfig, TeacherMode};
 use sdpo::models::generate::{left_pad, sampler_rng, SamplingParams};
-use sdpo::models::CausalDecoder;
 use sdpo::models::lora::{param_bytes, LoraConfig};
 use sdpo::models::scoring::{concat_prompt_response, response_logits};
+use sdpo::models::CausalDecoder;
 use sdpo::train::builtin::{char_tokenizer, init_model, tiny_model_config, Task};
 use sdpo::train::dataset::Dataset;
 use sdpo::train::policy::{StepSettings, TeacherSignal, TrainBatch};
@@ -28,7 +28,7 @@ use sdpo::train::teacher::TeacherWeights;
 use sdpo::train::teacher_inputs::TeacherInputs;
 use sdpo::train::{SdpoTrainer, TrainConfig, TrainError};
 
-use crate::common::{host_f32, serial};
+use crate::common::{self, host_f32, serial};
 use crate::Target;
 
 /// The autodiff backend over the backend under test.
@@ -408,8 +408,15 @@ pub fn teacher_scores_the_students_response_tokens_after_its_own_prompt<I: Targe
     let rows = (0..2).map(|r| (r, t.dataset().rows()[r].prompt.to_messages()));
     let requests = requests(t.prompts(), rows, 4, "dataset row").unwrap();
     let mut rng = sampler_rng(5);
-    let rollout = Rollout::run(&policy, t.prompts(), requests, t.sampling(), &mut rng, &device)
-        .unwrap();
+    let rollout = Rollout::run(
+        &policy,
+        t.prompts(),
+        requests,
+        t.sampling(),
+        &mut rng,
+        &device,
+    )
+    .unwrap();
     // The first sample of each group succeeds; the other three get it as a demonstration.
     let outcomes: Vec<SampleOutcome> = rollout
         .requests
@@ -487,6 +494,87 @@ pub fn teacher_scores_the_students_response_tokens_after_its_own_prompt<I: Targe
         }
     }
     assert!(checked > 0, "no reprompted response token was checked");
+}
+
+/// `self_distillation/teacher_kl` is the mean KL(teacher ‖ student) over the response tokens of
+/// samples with a teacher signal, on the full vocabulary of the temperature-scaled logits
+/// (checked against a float64 computation from the same logits, 1e-4 relative); a batch without
+/// a signal has none.
+pub fn teacher_kl_is_the_mean_kl_over_the_tokens_with_a_teacher_signal<I: Target>() {
+    let _serial = serial();
+    let cfg = small_config();
+    let t = trainer::<I>(cfg.clone(), parity_rewards());
+    let device = Default::default();
+    let tok = char_tokenizer().unwrap();
+    let prompt = tok.encode("12+3=\n> ", false).unwrap();
+    let response = tok.encode("15", false).unwrap();
+    let (p_ids, p_mask) = left_pad::<B<I>>(&[prompt.clone(), prompt], 0, &device);
+    let r_ids = Tensor::<B<I>, 2, burn::tensor::Int>::from_data(
+        TensorData::new(
+            response
+                .iter()
+                .chain(&response)
+                .map(|&x| x as i64)
+                .collect::<Vec<_>>(),
+            [2, 2],
+        ),
+        &device,
+    );
+    let r_mask = Tensor::<B<I>, 2>::ones([2, 2], &device);
+    let (ids, mask) = concat_prompt_response(p_ids, p_mask, r_ids.clone(), r_mask.clone());
+    let student = host(
+        response_logits(t.policy(), ids.clone(), mask.clone(), 2, Some(1.0))
+            .unwrap()
+            .detach(),
+    );
+    let vocab = student.len() / 4;
+    let teacher: Vec<f32> = (0..4 * vocab)
+        .map(|i| ((i * 37) % 11) as f32 * 0.3 - 1.0)
+        .collect();
+    let kl_with = |signal: [f32; 2]| {
+        let batch = TrainBatch {
+            ids: ids.clone(),
+            mask: mask.clone(),
+            response_ids: r_ids.clone(),
+            response_mask: r_mask.clone(),
+            self_distillation_mask: Tensor::from_data(
+                TensorData::new(signal.to_vec(), [2]),
+                &device,
+            ),
+            teacher: TeacherSignal::Logits(Tensor::from_data(
+                TensorData::new(teacher.clone(), [2, 2, vocab]),
+                &device,
+            )),
+            old_log_probs: None,
+            advantages: None,
+            rollout_log_probs: None,
+            settings: pass_settings(&cfg.sdpo),
+        };
+        t.policy().loss(batch).unwrap().1.teacher_kl
+    };
+    let log_softmax = |row: &[f32]| {
+        let row: Vec<f64> = row.iter().map(|&x| x as f64).collect();
+        common::log_softmax(&row)
+    };
+    // Sample 1's two tokens (rows 2 and 3 of [2, 2, vocab]).
+    let want: f64 = (2..4)
+        .map(|r| {
+            let s = log_softmax(&student[r * vocab..(r + 1) * vocab]);
+            let q = log_softmax(&teacher[r * vocab..(r + 1) * vocab]);
+            q.iter()
+                .zip(&s)
+                .map(|(b, a)| b.exp() * (b - a))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        / 2.0;
+    let got = kl_with([0.0, 1.0]).expect("a sample with a teacher signal");
+    assert!(
+        (got - want).abs() <= 1e-4 * want.abs(),
+        "{}: teacher KL {got} vs float64 {want}",
+        I::NAME
+    );
+    assert_eq!(kl_with([0.0, 0.0]), None);
 }
 
 pub fn ema_moves_the_teacher_by_exactly_the_rate_and_frozen_never_moves<I: Target>() {
