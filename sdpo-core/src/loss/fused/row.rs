@@ -29,7 +29,7 @@ pub const STATS: usize = 6;
 
 /// The reference's clamp of the tail bucket: the tail's log-probability is at
 /// least `ln(−expm1(−1e-7))` (top-k log-mass clamped to `−1e-7`).
-fn min_log_tail() -> f64 {
+pub(crate) fn min_log_tail() -> f64 {
     (-(-1e-7f64).exp_m1()).ln()
 }
 

@@ -168,29 +168,38 @@ fn log1p(e: f32) -> f32 {
     }
 }
 
-/// The divergence's term at one entry, from the log-probabilities `a`
-/// (student) and `b` (teacher).
-#[cube]
-fn term(a: f32, b: f32, c: &Consts, #[comptime] div: u32) -> f32 {
-    if comptime![div == FORWARD_KL] {
-        b.exp() * (b - a)
-    } else if comptime![div == REVERSE_KL] {
-        a.exp() * (a - b)
-    } else {
-        let log_m = log_mixture(a, b, c);
-        c.w_s * a.exp() * (a - log_m) + c.w_t * b.exp() * (b - log_m)
-    }
+/// The divergence's term at one entry and its derivative in the student's
+/// log-probability.
+#[derive(CubeType)]
+struct TermSlope {
+    term: f32,
+    slope: f32,
 }
 
-/// The derivative of [`term`] in `a`'s logit direction (`∂term/∂a`).
+/// The divergence's term at one entry, from the log-probabilities `a`
+/// (student) and `b` (teacher), and its slope `∂term/∂a` (as the CPU kernels'
+/// `term_and_slope`; the exponentials and the mixture computed once).
 #[cube]
-fn slope(a: f32, b: f32, c: &Consts, #[comptime] div: u32) -> f32 {
+fn term_and_slope(a: f32, b: f32, c: &Consts, #[comptime] div: u32) -> TermSlope {
     if comptime![div == FORWARD_KL] {
-        f32::new(0.0) - b.exp()
+        let pt = b.exp();
+        TermSlope {
+            term: pt * (b - a),
+            slope: f32::new(0.0) - pt,
+        }
     } else if comptime![div == REVERSE_KL] {
-        a.exp() * (a - b + f32::new(1.0))
+        let ps = a.exp();
+        TermSlope {
+            term: ps * (a - b),
+            slope: ps * (a - b + f32::new(1.0)),
+        }
     } else {
-        c.w_s * a.exp() * (a - log_mixture(a, b, c))
+        let log_m = log_mixture(a, b, c);
+        let slope = c.w_s * a.exp() * (a - log_m);
+        TermSlope {
+            term: slope + c.w_t * b.exp() * (b - log_m),
+            slope,
+        }
     }
 }
 
@@ -230,12 +239,7 @@ pub fn forward_kernel<I: Int>(
         terminate!();
     }
     let tid = UNIT_POS_X as usize;
-    let at = RowAt {
-        base: row * shape.vocab as usize,
-        slots: row * shape.width as usize,
-        v: shape.vocab as usize,
-        k: shape.k as usize,
-    };
+    let at = row_at(row, shape);
     let mut red_f = SharedMemory::<f32>::new(block as usize);
     let mut red_u = SharedMemory::<u32>::new(block as usize);
 
@@ -282,6 +286,17 @@ struct RowAt {
     slots: usize,
     v: usize,
     k: usize,
+}
+
+/// Where row `row` lives in the tensors of a launch of `shape`.
+#[cube]
+fn row_at(row: usize, shape: &RowShape) -> RowAt {
+    RowAt {
+        base: row * shape.vocab as usize,
+        slots: row * shape.width as usize,
+        v: shape.vocab as usize,
+        k: shape.k as usize,
+    }
 }
 
 /// The row maxima and whether a logit is NaN or infinite (`bad > 0`).
@@ -475,8 +490,9 @@ fn full_vocabulary(
     while j < at.v {
         let a = student[at.base + j] - n.max_s - n.lse_s;
         let b = teacher[at.base + j] - n.max_t - n.lse_t;
-        terms += term(a, b, consts, div);
-        slopes += slope(a, b, consts, div);
+        let e = term_and_slope(a, b, consts, div);
+        terms += e.term;
+        slopes += e.slope;
         j += CUBE_DIM_X as usize;
     }
     RowOut {
@@ -511,10 +527,10 @@ fn topk_tail<I: Int>(
         let j = usize::cast_from(indices[at.slots + i]);
         let a = student[at.base + j] - n.max_s - n.lse_s;
         let b = teacher[at.base + j] - n.max_t - n.lse_t;
-        let d = slope(a, b, consts, div);
-        coefs[at.slots + i] = d;
-        terms += term(a, b, consts, div);
-        slopes += d;
+        let e = term_and_slope(a, b, consts, div);
+        coefs[at.slots + i] = e.slope;
+        terms += e.term;
+        slopes += e.slope;
         i += CUBE_DIM_X as usize;
     }
     let terms = cube_sum::<f32>(red_f, terms);
@@ -528,15 +544,15 @@ fn topk_tail<I: Int>(
     } else {
         tail_t
     };
-    let tail_slope = slope(ts, tt, consts, div);
-    let g = if clamped { total } else { total + tail_slope };
+    let tail = term_and_slope(ts, tt, consts, div);
+    let g = if clamped { total } else { total + tail.slope };
     let c = if clamped {
         f32::new(0.0) - total
     } else {
-        tail_slope / tail_s.exp() - g
+        tail.slope / tail_s.exp() - g
     };
     RowOut {
-        loss: terms + term(ts, tt, consts, div),
+        loss: terms + tail.term,
         c,
         g,
     }
@@ -586,10 +602,10 @@ fn topk_renormalized<I: Int>(
         let j = usize::cast_from(indices[at.slots + i]);
         let a = student[at.base + j] - top_s - ls;
         let b = teacher[at.base + j] - top_t - lt;
-        let d = slope(a, b, consts, div);
-        coefs[at.slots + i] = d;
-        terms += term(a, b, consts, div);
-        slopes += d;
+        let e = term_and_slope(a, b, consts, div);
+        coefs[at.slots + i] = e.slope;
+        terms += e.term;
+        slopes += e.slope;
         i += threads;
     }
     let loss = cube_sum::<f32>(red_f, terms);
@@ -786,10 +802,7 @@ pub fn backward_kernel<I: Int>(
     }
     let tid = UNIT_POS_X as usize;
     let threads = CUBE_DIM_X as usize;
-    let v = shape.vocab as usize;
-    let base = row * v;
-    let k = shape.k as usize;
-    let slots = row * shape.width as usize;
+    let at = row_at(row, shape);
     let scale = grad[row];
     let max_s = stats[row * 6];
     let lse_s = stats[row * 6 + 1];
@@ -807,12 +820,12 @@ pub fn backward_kernel<I: Int>(
     let id = usize::cast_from(ids[row]);
 
     let mut j = tid;
-    while j < v {
-        let a = student[base + j] - max_s - lse_s;
+    while j < at.v {
+        let a = student[at.base + j] - max_s - lse_s;
         let mut o = f32::new(0.0);
         if comptime![support == FULL_VOCABULARY] {
-            let b = teacher[base + j] - max_t - lse_t;
-            o = scale * (slope(a, b, consts, div) - a.exp() * g);
+            let b = teacher[at.base + j] - max_t - lse_t;
+            o = scale * (term_and_slope(a, b, consts, div).slope - a.exp() * g);
         } else if comptime![support != TOPK_RENORMALIZED] {
             o = scale * c * a.exp();
             if comptime![support == SAMPLED_TOKEN] {
@@ -826,7 +839,7 @@ pub fn backward_kernel<I: Int>(
         } else if bad {
             o = nan();
         }
-        out[base + j] = o;
+        out[at.base + j] = o;
         j += threads;
     }
     if comptime![support == TOPK_TAIL || support == TOPK_RENORMALIZED] {
@@ -834,14 +847,14 @@ pub fn backward_kernel<I: Int>(
         sync_cube();
         if !zero && !bad {
             let mut i = tid;
-            while i < k {
-                let j = usize::cast_from(indices[slots + i]);
-                let d = coefs[slots + i];
+            while i < at.k {
+                let j = usize::cast_from(indices[at.slots + i]);
+                let d = coefs[at.slots + i];
                 if comptime![support == TOPK_TAIL] {
-                    let p = (student[base + j] - max_s - lse_s).exp();
-                    out[base + j] = scale * (d - p * g);
+                    let p = (student[at.base + j] - max_s - lse_s).exp();
+                    out[at.base + j] = scale * (d - p * g);
                 } else {
-                    out[base + j] = scale * d;
+                    out[at.base + j] = scale * d;
                 }
                 i += threads;
             }

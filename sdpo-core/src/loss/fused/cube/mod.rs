@@ -12,8 +12,10 @@ use burn_cubecl::{
 
 use cubecl::prelude::*;
 
+use super::row::{min_log_tail, Kind};
+use super::vmath::Div;
 use super::{FusedLoss, STATS};
-use crate::config::{DistillationSupport, Divergence};
+use crate::config::DistillationSupport;
 use kernels::{ConstsLaunch, RowShapeLaunch};
 
 /// Threads per cube (one cube per row), capped by the device.
@@ -35,20 +37,27 @@ impl Plan {
     fn new(shape: &[usize], loss: FusedLoss) -> Option<Self> {
         let (&vocab, lead) = shape.split_last()?;
         let rows: usize = lead.iter().product();
-        let (support, k) = match loss.support {
-            DistillationSupport::TopKTail(k) => (kernels::TOPK_TAIL, k.min(vocab)),
-            DistillationSupport::TopKRenormalized(k) => (kernels::TOPK_RENORMALIZED, k.min(vocab)),
-            DistillationSupport::FullVocabulary => (kernels::FULL_VOCABULARY, 0),
-            DistillationSupport::SampledToken => (kernels::SAMPLED_TOKEN, 0),
+        let kind = Kind::from(loss);
+        let support = match kind.support {
+            DistillationSupport::TopKTail(_) => kernels::TOPK_TAIL,
+            DistillationSupport::TopKRenormalized(_) => kernels::TOPK_RENORMALIZED,
+            DistillationSupport::FullVocabulary => kernels::FULL_VOCABULARY,
+            DistillationSupport::SampledToken => kernels::SAMPLED_TOKEN,
         };
-        let (div, alpha) = match loss.divergence {
-            Divergence::ForwardKl => (kernels::FORWARD_KL, 0.0),
-            Divergence::ReverseKl => (kernels::REVERSE_KL, 1.0),
-            Divergence::JensenShannon(a) => (kernels::JSD, a),
+        // The JSD constants are only read by the JSD kernels.
+        let (div, [w_s, w_t, ln_w_s, ln_w_t]) = match kind.div {
+            Div::Forward => (kernels::FORWARD_KL, [0.0; 4]),
+            Div::Reverse => (kernels::REVERSE_KL, [0.0; 4]),
+            Div::Jsd {
+                w_s,
+                w_t,
+                ln_w_s,
+                ln_w_t,
+            } => (kernels::JSD, [w_s, w_t, ln_w_s, ln_w_t]),
         };
         let fits = |x: usize| u32::try_from(x).is_ok();
         let fine = rows > 0 && vocab > 0 && fits(rows) && fits(vocab) && fits(rows * vocab);
-        let floor = (-(-1e-7f64).exp_m1()).ln();
+        let k = kind.slots(vocab);
         fine.then_some(Self {
             rows,
             vocab,
@@ -56,13 +65,7 @@ impl Plan {
             width: k.max(1),
             support,
             div,
-            consts: [
-                (1.0 - alpha) as f32,
-                alpha as f32,
-                (1.0 - alpha).ln() as f32,
-                alpha.ln() as f32,
-                floor as f32,
-            ],
+            consts: [w_s, w_t, ln_w_s, ln_w_t, min_log_tail() as f32],
         })
     }
 
