@@ -92,3 +92,40 @@ pub const TIME_STEP: &str = "time/step";
 pub const STEPS_WITHOUT_TEACHER_SIGNAL: &str = "warning/steps_without_teacher_signal";
 /// Consecutive steps whose rewards were all equal.
 pub const STEPS_WITH_FLAT_REWARDS: &str = "warning/steps_with_flat_rewards";
+
+// The teacher probe (every `teacher_probe_every` steps; not reference metrics): what the
+// teacher's signal points at, on the step's own batch, before its update.
+
+/// Greedy success of the teacher on the reprompted samples' teacher prompts (demonstration
+/// and/or feedback in context): can the teacher solve what it is asked to teach?
+pub const PROBE_TEACHER_SUCCESS: &str = "teacher_probe/teacher_greedy_success";
+/// [`PROBE_TEACHER_SUCCESS`] over the samples whose teacher prompt holds a demonstration.
+pub const PROBE_TEACHER_SUCCESS_DEMONSTRATION: &str =
+    "teacher_probe/teacher_greedy_success_demonstration";
+/// [`PROBE_TEACHER_SUCCESS`] over the samples reprompted with feedback alone.
+pub const PROBE_TEACHER_SUCCESS_FEEDBACK: &str = "teacher_probe/teacher_greedy_success_feedback";
+/// Greedy success of the student on the same samples' own prompts (the teacher's baseline).
+pub const PROBE_STUDENT_SUCCESS: &str = "teacher_probe/student_greedy_success";
+/// Over failed samples with a signal whose response leaves the row's `answer` at some token:
+/// fraction where the teacher's most likely token at that first wrong position is the
+/// answer's.
+pub const PROBE_FIRST_ERROR_FIXED: &str = "teacher_probe/first_error_fixed";
+/// Mean teacher probability of the answer's token at the student's first wrong token.
+pub const PROBE_FIRST_ERROR_TEACHER_PROB: &str = "teacher_probe/first_error_teacher_prob";
+/// Mean student probability of the answer's token at its first wrong token.
+pub const PROBE_FIRST_ERROR_STUDENT_PROB: &str = "teacher_probe/first_error_student_prob";
+/// Fraction of response tokens before the first wrong one (all of a correct response) where
+/// the teacher's most likely token is the student's.
+pub const PROBE_AGREEMENT_BEFORE_ERROR: &str = "teacher_probe/agreement_before_error";
+/// Fraction of response tokens after the first wrong one where the teacher's most likely
+/// token is the student's (a teacher that follows the wrong path gives no signal there).
+pub const PROBE_AGREEMENT_AFTER_ERROR: &str = "teacher_probe/agreement_after_error";
+/// Mean KL(teacher ‖ student) per response token over successful samples with a signal.
+pub const PROBE_KL_SUCCESSFUL: &str = "teacher_probe/teacher_kl_successful";
+/// Mean KL(teacher ‖ student) per response token over failed samples with a signal.
+pub const PROBE_KL_FAILED: &str = "teacher_probe/teacher_kl_failed";
+/// Fraction of successful samples that got a teacher signal (with
+/// `dont_reprompt_on_self_success` a group's only success gets none).
+pub const PROBE_SUCCESSFUL_WITH_SIGNAL: &str = "teacher_probe/successful_with_signal";
+/// Seconds spent in the probe (not part of [`TIME_STEP`]).
+pub const TIME_PROBE: &str = "time/teacher_probe";

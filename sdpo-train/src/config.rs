@@ -154,6 +154,11 @@ pub struct TrainConfig {
     /// Stop with an error when a reward has failed (errored, timed out, returned no finite
     /// score) on every sample of this many consecutive steps; 0 = never stop. Default 3.
     pub stop_after_failed_reward_steps: usize,
+    /// Run the teacher probe (`teacher_probe/*` metrics: the teacher's greedy success, its
+    /// token agreement with the answer, the KL split by success; see
+    /// `sdpo_train::teacher_probe`) on step 1 and every this many steps; 0 = never. It draws
+    /// no random numbers, so training is the same either way. Default 10.
+    pub teacher_probe_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -181,6 +186,7 @@ impl Default for TrainConfig {
             metrics_format: MetricsFormat::Jsonl,
             warn_after_steps: 5,
             stop_after_failed_reward_steps: 3,
+            teacher_probe_every: 10,
         }
     }
 }

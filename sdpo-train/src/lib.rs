@@ -23,6 +23,7 @@ pub mod step_batch;
 pub mod step_metrics;
 pub mod teacher;
 pub mod teacher_inputs;
+pub mod teacher_probe;
 pub mod train_backend;
 pub mod trainer;
 pub mod ttsd;

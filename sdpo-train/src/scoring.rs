@@ -13,10 +13,19 @@ pub fn score_rollout<B: Backend>(
     rows: &[&Row],
     rollout: &Rollout<B>,
 ) -> Vec<Scored> {
-    let tokens = &rollout.generation.tokens;
+    score_texts(rewards, rows, &rollout.texts, &rollout.generation.tokens)
+}
+
+/// Scores completion `i` (`texts[i]`, its ids `tokens[i]`) against `rows[i]`.
+pub fn score_texts(
+    rewards: &Rewards,
+    rows: &[&Row],
+    texts: &[String],
+    tokens: &[Vec<u32>],
+) -> Vec<Scored> {
     let inputs: Vec<RewardInput<'_>> = rows
         .iter()
-        .zip(&rollout.texts)
+        .zip(texts)
         .zip(tokens)
         .map(|((row, text), ids)| RewardInput {
             prompt: &row.prompt,

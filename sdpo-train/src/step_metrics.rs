@@ -7,6 +7,7 @@ use sdpo_core::reprompt::RepromptMetrics;
 use crate::metrics_log::Metrics;
 use crate::policy::StepItem;
 use crate::reward::{RewardSummary, Scored};
+use crate::teacher_probe::ProbeReport;
 use crate::updater::UpdateOutcome;
 
 /// Seconds spent in each phase of a step.
@@ -22,6 +23,8 @@ pub struct PhaseTimes {
     pub student: f64,
     /// Gradient norms and optimizer updates.
     pub update: f64,
+    /// The teacher probe (not part of `step`).
+    pub probe: f64,
     /// The whole step.
     pub step: f64,
 }
@@ -124,6 +127,8 @@ pub struct StepMetrics {
     pub health: (usize, usize),
     /// Seconds per phase.
     pub times: PhaseTimes,
+    /// The teacher probe's readings, on probe steps.
+    pub probe: Option<ProbeReport>,
 }
 
 impl StepMetrics {
@@ -192,6 +197,12 @@ impl StepMetrics {
             (names::TIME_STEP, t.step),
         ] {
             put(name, value);
+        }
+        if let Some(probe) = &self.probe {
+            for (name, value) in probe.named() {
+                put(name, value);
+            }
+            put(names::TIME_PROBE, t.probe);
         }
         put(names::STEPS_WITHOUT_TEACHER_SIGNAL, self.health.0 as f64);
         put(names::STEPS_WITH_FLAT_REWARDS, self.health.1 as f64);

@@ -25,6 +25,8 @@ pub struct TeacherInputs<B: Backend> {
     pub self_distillation_mask: Tensor<B, 1>,
     /// Each sample's teacher prompt as rendered text (its own prompt when not reprompted).
     pub texts: Vec<String>,
+    /// Each sample's teacher prompt as token ids, before padding.
+    pub prompts: Vec<Vec<u32>>,
 }
 
 impl<B: Backend> TeacherInputs<B> {
@@ -62,6 +64,7 @@ impl<B: Backend> TeacherInputs<B> {
             }
         }
         let (prompt_ids, prompt_mask) = left_pad::<B>(&ids, prompts.pad_id(), device);
+        let prompts = ids;
         let generation = &rollout.generation;
         let (ids, mask) = concat_prompt_response(
             prompt_ids,
@@ -78,6 +81,7 @@ impl<B: Backend> TeacherInputs<B> {
             mask,
             self_distillation_mask,
             texts,
+            prompts,
         })
     }
 }

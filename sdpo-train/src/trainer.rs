@@ -50,6 +50,7 @@ use crate::step_batch::StepBatch;
 use crate::step_metrics::{mean_std, PhaseTimes, ResponseStats, RewardStats, StepMetrics};
 use crate::teacher::{teacher_for, Teacher};
 use crate::teacher_inputs::TeacherInputs;
+use crate::teacher_probe::{probe_teacher, ProbeContext, ProbeReport};
 use crate::updater::{old_log_probs, BatchSplit, UpdateOutcome, Updater};
 
 pub use crate::error::TrainError;
@@ -521,6 +522,12 @@ where
         let plan = plan_reprompts(&outcomes(&rollout, &scored), &self.cfg.sdpo)?;
         let teacher_inputs =
             TeacherInputs::build(&plan, &rollout, &self.prompts, &self.cfg.sdpo, &self.device)?;
+        let probe = match self.probe_due() {
+            true => Some(timed(&mut times.probe, || {
+                self.probe(&rollout, &scored, &plan, &teacher_inputs)
+            })?),
+            false => None,
+        };
         let passes = self.update(&rollout, &scored, &teacher_inputs, &mut times)?;
         self.step += 1;
         // The teacher moves only after an update that happened (verl's order).
@@ -530,8 +537,9 @@ where
             })?;
         }
         times.update = passes.outcome.update_seconds;
-        times.step = t_step.elapsed().as_secs_f64();
-        let report = self.report(rollout, scored, plan, teacher_inputs, passes, times);
+        // The probe is a diagnostic: the step's time leaves it out.
+        times.step = t_step.elapsed().as_secs_f64() - times.probe;
+        let report = self.report(rollout, scored, plan, teacher_inputs, passes, times, probe);
         Ok(report.with_warnings_first(failure_reports))
     }
 
@@ -566,7 +574,51 @@ where
         score_rollout(&self.rewards, &rows, rollout)
     }
 
+    /// Whether the step about to run is a teacher-probe step (the first, then every
+    /// `teacher_probe_every`).
+    fn probe_due(&self) -> bool {
+        let (every, step) = (self.cfg.teacher_probe_every, self.step + 1);
+        every > 0 && (step == 1 || step.is_multiple_of(every))
+    }
+
+    /// The teacher probe on this step's batch, before its update.
+    fn probe(
+        &self,
+        rollout: &Rollout<B::InnerBackend>,
+        scored: &[Scored],
+        plan: &RepromptPlan,
+        teacher_inputs: &TeacherInputs<B::InnerBackend>,
+    ) -> Result<ProbeReport, TrainError> {
+        let rows: Vec<&Row> = rollout
+            .requests
+            .iter()
+            .map(|r| &self.dataset.rows()[r.row])
+            .collect();
+        let student = self.policy.valid();
+        let ctx = ProbeContext {
+            student: &student,
+            teacher: &self.teacher,
+            prompts: &self.prompts,
+            rewards: &self.rewards,
+            rows: &rows,
+            stop_ids: &self.sampling.stop_token_ids,
+            max_new_tokens: self.sampling.max_new_tokens,
+            temperature: self.loss_temperature(),
+            success_threshold: self.cfg.sdpo.success_reward_threshold,
+        };
+        probe_teacher(&ctx, rollout, scored, plan, teacher_inputs)
+    }
+
+    /// The temperature the loss scores with: the sampling temperature (1 when greedy).
+    fn loss_temperature(&self) -> f64 {
+        match self.sampling.is_greedy() {
+            true => 1.0,
+            false => self.sampling.temperature,
+        }
+    }
+
     /// The step's report: metrics (and the health warnings they trigger) and the samples.
+    #[allow(clippy::too_many_arguments)]
     fn report(
         &mut self,
         rollout: Rollout<B::InnerBackend>,
@@ -575,6 +627,7 @@ where
         teacher_inputs: TeacherInputs<B::InnerBackend>,
         passes: Passes,
         times: PhaseTimes,
+        probe: Option<ProbeReport>,
     ) -> StepReport {
         let groups: Vec<usize> = rollout.requests.iter().map(|r| r.group).collect();
         let rewards = RewardStats::of(&scored, &groups);
@@ -597,6 +650,7 @@ where
                 self.health.steps_with_flat_rewards,
             ),
             times,
+            probe,
         };
         let reprompted: Vec<bool> = plan.teachers.iter().map(|t| t.reprompted()).collect();
         StepReport {
@@ -629,10 +683,7 @@ where
     ) -> Result<Passes, TrainError> {
         let sdpo = &self.cfg.sdpo;
         let n = rollout.len();
-        let temperature = match self.sampling.is_greedy() {
-            true => 1.0,
-            false => self.sampling.temperature,
-        };
+        let temperature = self.loss_temperature();
         let mut batch = StepBatch::new(
             rollout,
             teacher_inputs,

@@ -142,6 +142,8 @@ macro_rules! all_tests {
                 teacher_is_gathered_at_exactly_the_students_topk,
                 teacher_scores_the_students_response_tokens_after_its_own_prompt,
                 teacher_kl_is_the_mean_kl_over_the_tokens_with_a_teacher_signal,
+                teacher_probe_decodes_like_the_generator,
+                teacher_probe_leaves_training_unchanged,
                 ema_moves_the_teacher_by_exactly_the_rate_and_frozen_never_moves,
                 teacher_memory_is_one_copy_adapters_only_or_nothing,
                 lora_training_leaves_every_base_weight_bit_identical,

@@ -12,20 +12,24 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use sdpo::core::loss::LossBackend;
+use sdpo::core::metrics as names;
 use sdpo::core::reprompt::{plan_reprompts, remove_thinking, SampleOutcome};
 use sdpo::core::teacher::parameter_data;
 use sdpo::core::{ChatMessage, SdpoConfig, TeacherMode};
+use sdpo::models::generate::generate;
 use sdpo::models::generate::{left_pad, sampler_rng, SamplingParams};
 use sdpo::models::lora::{param_bytes, LoraConfig};
 use sdpo::models::scoring::{concat_prompt_response, response_logits};
 use sdpo::models::CausalDecoder;
 use sdpo::train::builtin::{char_tokenizer, init_model, tiny_model_config, Task};
 use sdpo::train::dataset::Dataset;
+use sdpo::train::dataset::Row;
 use sdpo::train::policy::{StepSettings, TeacherSignal, TrainBatch};
 use sdpo::train::reward::{reward_fn, RewardOutput, Rewards};
 use sdpo::train::rollout::{requests, Rollout};
 use sdpo::train::teacher::TeacherWeights;
 use sdpo::train::teacher_inputs::TeacherInputs;
+use sdpo::train::teacher_probe::{greedy_decode, probe_teacher, ProbeContext};
 use sdpo::train::{SdpoTrainer, TrainConfig, TrainError};
 
 use crate::common::{self, host_f32, serial};
@@ -494,6 +498,176 @@ pub fn teacher_scores_the_students_response_tokens_after_its_own_prompt<I: Targe
         }
     }
     assert!(checked > 0, "no reprompted response token was checked");
+}
+
+/// The teacher probe's cacheless greedy decoding gives exactly the tokens of the KV-cache
+/// generator (for the live teacher on its reprompted prompts, and the student on its own), and
+/// its greedy success is the reward of those tokens.
+pub fn teacher_probe_decodes_like_the_generator<I: Target>() {
+    let _serial = serial();
+    let mut cfg = small_config();
+    cfg.sdpo.teacher_mode = TeacherMode::Live;
+    let t = trainer::<I>(cfg.clone(), parity_rewards());
+    let device = Default::default();
+    let policy = t.policy().valid();
+    let rows = (0..2).map(|r| (r, t.dataset().rows()[r].prompt.to_messages()));
+    let requests = requests(t.prompts(), rows, 4, "dataset row").unwrap();
+    let rollout = Rollout::run(
+        &policy,
+        t.prompts(),
+        requests,
+        t.sampling(),
+        &mut sampler_rng(5),
+        &device,
+    )
+    .unwrap();
+    let scores: Vec<f64> = (0..rollout.len())
+        .map(|i| if i % 4 == 0 { 1.0 } else { 0.0 })
+        .collect();
+    let outcomes: Vec<SampleOutcome> = rollout
+        .requests
+        .iter()
+        .zip(&rollout.texts)
+        .zip(&scores)
+        .map(|((request, text), &score)| SampleOutcome {
+            group: request.group,
+            prompt: &request.messages,
+            response: text,
+            score,
+            feedback: None,
+        })
+        .collect();
+    let plan = plan_reprompts(&outcomes, &cfg.sdpo).unwrap();
+    let inputs = TeacherInputs::build(&plan, &rollout, t.prompts(), &cfg.sdpo, &device).unwrap();
+    let stop = &t.sampling().stop_token_ids;
+    let greedy = SamplingParams {
+        stop_token_ids: stop.clone(),
+        ..SamplingParams::greedy(5)
+    };
+    let cached = |prompts: &[Vec<u32>]| {
+        let (ids, mask) = left_pad::<I>(prompts, t.pad_id(), &device);
+        generate(&policy, ids, mask, &greedy, t.pad_id(), &mut sampler_rng(0))
+            .unwrap()
+            .tokens
+    };
+    let chosen: Vec<usize> = (0..rollout.len())
+        .filter(|&i| plan.teachers[i].reprompted())
+        .collect();
+    assert!(!chosen.is_empty());
+    let teacher_prompts: Vec<Vec<u32>> =
+        chosen.iter().map(|&i| inputs.prompts[i].clone()).collect();
+    let uncached = greedy_decode(
+        |ids, mask| t.teacher().logits(&policy, ids, mask, 1, 1.0),
+        &teacher_prompts,
+        t.pad_id(),
+        stop,
+        5,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(uncached, cached(&teacher_prompts), "{}", I::NAME);
+    let rewards = parity_rewards();
+    let dataset_rows: Vec<&Row> = rollout
+        .requests
+        .iter()
+        .map(|r| &t.dataset().rows()[r.row])
+        .collect();
+    let ctx = ProbeContext {
+        student: &policy,
+        teacher: t.teacher(),
+        prompts: t.prompts(),
+        rewards: &rewards,
+        rows: &dataset_rows,
+        stop_ids: stop,
+        max_new_tokens: 5,
+        temperature: 1.0,
+        success_threshold: 1.0,
+    };
+    let scored: Vec<_> = scores
+        .iter()
+        .map(|&s| sdpo::train::reward::Scored {
+            score: s,
+            feedback: None,
+            error: None,
+            failed: false,
+            components: Vec::new(),
+        })
+        .collect();
+    let report = probe_teacher(&ctx, &rollout, &scored, &plan, &inputs).unwrap();
+    let success = |tokens: &[Vec<u32>]| {
+        let even = tokens
+            .iter()
+            .filter(|t| t.first().is_some_and(|x| x % 2 == 0));
+        even.count() as f64 / tokens.len() as f64
+    };
+    assert_eq!(report.teacher_success, Some(success(&uncached)));
+    let student_prompts: Vec<Vec<u32>> = chosen
+        .iter()
+        .map(|&i| rollout.requests[i].prompt_ids.clone())
+        .collect();
+    assert_eq!(
+        report.student_success,
+        Some(success(&cached(&student_prompts)))
+    );
+    // Every reprompted sample here has a demonstration; the group's only success gets none.
+    assert_eq!(report.teacher_success_feedback, None);
+    assert_eq!(report.successful_with_signal, Some(0.0));
+    assert_eq!(report.kl_successful, None);
+    assert!(report.kl_failed.is_some_and(|kl| kl > 0.0));
+}
+
+/// The probe draws no random numbers: a run with it every step trains exactly as one without
+/// it, and its metrics appear on probe steps only. With every sample failed and given feedback,
+/// the probe's KL over failed samples is the step's `teacher_kl` (two computations, 1e-4).
+pub fn teacher_probe_leaves_training_unchanged<I: Target>() {
+    let _serial = serial();
+    let feedback_only = || {
+        Rewards::new()
+            .add(
+                reward_fn("never", |_| {
+                    Ok(RewardOutput::with_feedback(
+                        0.0,
+                        "Wrong: try another digit.",
+                    ))
+                }),
+                1.0,
+            )
+            .unwrap()
+    };
+    let run = |every: usize| {
+        let mut cfg = small_config();
+        cfg.teacher_probe_every = every;
+        let mut t = trainer::<I>(cfg, feedback_only());
+        let reports: Vec<_> = (0..3).map(|_| t.step().unwrap()).collect();
+        // Parameter ids differ between two models; compare the values in a fixed order.
+        let mut values: Vec<Vec<u32>> = params_of::<I, _>(&t.policy().valid())
+            .into_values()
+            .map(|v| v.iter().map(|x| x.to_bits()).collect())
+            .collect();
+        values.sort();
+        (reports, values)
+    };
+    let (probed, probed_params) = run(2);
+    let (plain, plain_params) = run(0);
+    assert_eq!(probed_params, plain_params, "{}", I::NAME);
+    for (a, b) in probed.iter().zip(&plain) {
+        assert_eq!(a.metrics[names::LOSS], b.metrics[names::LOSS]);
+        assert!(!b.metrics.contains_key(names::PROBE_KL_FAILED));
+    }
+    let has = |r: &sdpo::train::StepReport| r.metrics.contains_key(names::PROBE_KL_FAILED);
+    assert_eq!(
+        probed.iter().map(has).collect::<Vec<_>>(),
+        [true, true, false]
+    );
+    let m = &probed[0].metrics;
+    let (probe, loss) = (m[names::PROBE_KL_FAILED], m[names::TEACHER_KL]);
+    assert!(
+        (probe - loss).abs() <= 1e-4 * loss.abs().max(1.0),
+        "{probe} vs {loss}"
+    );
+    assert!(m.contains_key(names::PROBE_TEACHER_SUCCESS_FEEDBACK));
+    assert!(!m.contains_key(names::PROBE_TEACHER_SUCCESS_DEMONSTRATION));
+    assert!(!m.contains_key(names::PROBE_KL_SUCCESSFUL));
 }
 
 /// `self_distillation/teacher_kl` is the mean KL(teacher ‖ student) over the response tokens of
