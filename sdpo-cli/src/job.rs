@@ -172,6 +172,24 @@ pub fn resume_job<B: TrainBackend>(
     Ok(job)
 }
 
+/// A job training `cfg` from the base model saved in folder `base_dir` (written by a run of
+/// `base_cfg`), with `base_cfg`'s training rows and held-out set and no warm start: the runs of
+/// `sdpo compare` share one start and one data split this way, whatever their seeds.
+///
+/// # Errors
+/// As [`build_job`]; [`CliError::Checkpoint`] when the saved base weights do not load.
+pub fn job_from_saved_base<B: TrainBackend>(
+    base_cfg: &RunConfig,
+    base_dir: &Path,
+    cfg: &RunConfig,
+    device: &Device<B>,
+) -> Result<Job<B>, CliError> {
+    let data = load_data(base_cfg)?;
+    let rewards = build_rewards(cfg)?;
+    let (model, tokenizer) = load_run_base::<B>(base_dir, base_cfg, device)?;
+    job_from_model(cfg, model, tokenizer, data, rewards, device)
+}
+
 fn job_from_model<B: TrainBackend>(
     cfg: &RunConfig,
     model: CausalLm<B>,

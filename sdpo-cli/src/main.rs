@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 use sdpo_cli::backend::{dispatch, ensure_compiled, BackendKind};
+use sdpo_cli::commands::compare::{compare, CompareArgs};
 use sdpo_cli::commands::eval::{Eval, EvalArgs};
 use sdpo_cli::commands::export::{Export, ExportArgs};
 use sdpo_cli::commands::generate::{Generate, GenerateArgs};
@@ -32,6 +33,9 @@ struct Cli {
 enum Command {
     /// Train a model with SDPO (or GRPO); with no CONFIG, the built-in job.
     Train(TrainArgs),
+    /// Compare training settings fairly: one shared start, a learning-rate sweep, several
+    /// seeds; held-out success, its area under the curve and the teacher's readings.
+    Compare(CompareArgs),
     /// Measure pass@k and mean reward of a model on a task or dataset.
     Eval(EvalArgs),
     /// Complete one prompt (chat template applied).
@@ -51,6 +55,7 @@ fn backend_or_default(flag: Option<BackendKind>) -> Result<BackendKind, CliError
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Train(args) => train(args, cli.backend),
+        Command::Compare(args) => compare(args, cli.backend),
         Command::Eval(args) => {
             let kind = backend_or_default(cli.backend)?;
             let report = dispatch(kind, Eval::prepare(args)?)?;

@@ -145,6 +145,101 @@ fn draw(path: &Path, runs: &[RunCurves]) -> Result<(), String> {
     Ok(())
 }
 
+/// One arm of a comparison: its held-out curves, one per seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmCurves {
+    /// The arm's name in the legend.
+    pub label: String,
+    /// (step, held-out success) per seed.
+    pub seeds: Vec<Vec<(f64, f64)>>,
+}
+
+/// The mean over curves sampled at the same steps (the first curve's), skipping curves that
+/// lack a step.
+fn mean_curve(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+    let Some(first) = curves.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|&(x, _)| {
+            let v: Vec<f64> = curves
+                .iter()
+                .filter_map(|c| c.iter().find(|p| p.0 == x).map(|p| p.1))
+                .collect();
+            (x, v.iter().sum::<f64>() / v.len() as f64)
+        })
+        .collect()
+}
+
+/// Draws a comparison into the SVG file `path`: each arm's held-out success per seed (faint)
+/// and their mean (bold).
+///
+/// # Errors
+/// [`CliError::Plot`] naming the file.
+pub fn plot_compare(path: &Path, arms: &[ArmCurves]) -> Result<(), CliError> {
+    draw_compare(path, arms).map_err(|message| CliError::Plot {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+fn draw_compare(path: &Path, arms: &[ArmCurves]) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let points = || arms.iter().flat_map(|a| a.seeds.iter().flatten());
+    let max_step = points().map(|p| p.0).fold(1.0f64, f64::max);
+    let y1 = points()
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .fold(0.0f64, f64::max);
+    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "held-out success: mean over seeds (bold), each seed (faint)",
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.0..max_step, 0.0..(y1 * 1.1).max(0.1))
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc("held-out success")
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (i, arm) in arms.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        for seed in &arm.seeds {
+            chart
+                .draw_series(LineSeries::new(finite(seed), color.mix(0.25)))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .draw_series(LineSeries::new(
+                finite(&mean_curve(&arm.seeds)),
+                color.stroke_width(3),
+            ))
+            .map_err(|e| err(&e))?
+            .label(format!("{} ({} seeds)", arm.label, arm.seeds.len()))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -181,6 +181,83 @@ fn compare_grpo_runs_both_algorithms_from_one_warm_start() {
 }
 
 #[test]
+fn compare_trains_every_arm_rate_and_seed_from_one_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cmp");
+    let (stdout, _) = ok(sdpo(&[
+        "compare",
+        "--smoke",
+        "--learning-rates",
+        "1e-3",
+        "--seeds",
+        "0,1",
+        "--arm",
+        "sdpo",
+        "--arm",
+        "grpo: train.sdpo.distillation_weight=0.0",
+        "--out",
+        dir.to_str().unwrap(),
+    ]));
+    assert!(stdout.contains("| sdpo * | 1e-3 | 2 |"), "{stdout}");
+    assert!(stdout.contains("| grpo * | 1e-3 | 2 |"), "{stdout}");
+    for file in [
+        "compare.md",
+        "compare.json",
+        "compare.svg",
+        "base_model.mpk",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("compare.json")).unwrap()).unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 4);
+    // One start and one held-out set: every run's first evaluation is the same.
+    let runs = [
+        "sdpo-lr1e-3-s0",
+        "sdpo-lr1e-3-s1",
+        "grpo-lr1e-3-s0",
+        "grpo-lr1e-3-s1",
+    ];
+    let first: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| lines(&dir.join("runs").join(r).join("eval.jsonl"))[0].clone())
+        .collect();
+    assert!(first.iter().all(|f| *f == first[0]), "{first:?}");
+    let cfg = std::fs::read_to_string(dir.join("runs/grpo-lr1e-3-s1/config.ron")).unwrap();
+    for field in [
+        "seed: 1,",
+        "learning_rate: 0.001,",
+        "distillation_weight: 0.0,",
+    ] {
+        assert!(cfg.contains(field), "{field} not in {cfg}");
+    }
+    assert_eq!(
+        lines(&dir.join("runs/sdpo-lr1e-3-s0/metrics.jsonl")).len(),
+        3
+    );
+}
+
+#[test]
+fn compare_names_a_bad_arm_before_any_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = sdpo(&[
+        "compare",
+        "--arm",
+        "typo: train.sdpo.alpah=1.0",
+        "--out",
+        tmp.path().join("c").to_str().unwrap(),
+    ]);
+    let stderr = fails(out);
+    assert!(stderr.contains("alpah"), "{stderr}");
+    assert!(
+        !tmp.path().join("c").exists(),
+        "no folder is made for a bad comparison"
+    );
+    let out = sdpo(&["compare", "--arm", "a", "--arm", "a: train.sdpo.alpha=1.0"]);
+    assert!(fails(out).contains("two arms are named `a`"));
+}
+
+#[test]
 fn lora_run_from_a_config_file_exports_merged_weights() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");

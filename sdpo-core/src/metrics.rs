@@ -106,6 +106,11 @@ pub const PROBE_TEACHER_SUCCESS_DEMONSTRATION: &str =
 pub const PROBE_TEACHER_SUCCESS_FEEDBACK: &str = "teacher_probe/teacher_greedy_success_feedback";
 /// Greedy success of the student on the same samples' own prompts (the teacher's baseline).
 pub const PROBE_STUDENT_SUCCESS: &str = "teacher_probe/student_greedy_success";
+/// [`PROBE_STUDENT_SUCCESS`] over the samples whose teacher prompt holds a demonstration.
+pub const PROBE_STUDENT_SUCCESS_DEMONSTRATION: &str =
+    "teacher_probe/student_greedy_success_demonstration";
+/// [`PROBE_STUDENT_SUCCESS`] over the samples reprompted with feedback alone.
+pub const PROBE_STUDENT_SUCCESS_FEEDBACK: &str = "teacher_probe/student_greedy_success_feedback";
 /// Over failed samples with a signal whose response leaves the row's `answer` at some token:
 /// fraction where the teacher's most likely token at that first wrong position is the
 /// answer's.

@@ -70,6 +70,10 @@ pub struct ProbeReport {
     pub teacher_success_feedback: Option<f64>,
     /// [`names::PROBE_STUDENT_SUCCESS`].
     pub student_success: Option<f64>,
+    /// [`names::PROBE_STUDENT_SUCCESS_DEMONSTRATION`].
+    pub student_success_demonstration: Option<f64>,
+    /// [`names::PROBE_STUDENT_SUCCESS_FEEDBACK`].
+    pub student_success_feedback: Option<f64>,
     /// [`names::PROBE_FIRST_ERROR_FIXED`].
     pub first_error_fixed: Option<f64>,
     /// [`names::PROBE_FIRST_ERROR_TEACHER_PROB`].
@@ -102,6 +106,14 @@ impl ProbeReport {
                 self.teacher_success_feedback,
             ),
             (names::PROBE_STUDENT_SUCCESS, self.student_success),
+            (
+                names::PROBE_STUDENT_SUCCESS_DEMONSTRATION,
+                self.student_success_demonstration,
+            ),
+            (
+                names::PROBE_STUDENT_SUCCESS_FEEDBACK,
+                self.student_success_feedback,
+            ),
             (names::PROBE_FIRST_ERROR_FIXED, self.first_error_fixed),
             (
                 names::PROBE_FIRST_ERROR_TEACHER_PROB,
@@ -228,20 +240,26 @@ fn greedy_success<B: Backend>(
             .collect())
     };
     let (teacher_ok, student_ok) = (success(&teacher_tokens)?, success(&student_tokens)?);
-    let [mut all, mut demo, mut feedback, mut student] = [Mean::default(); 4];
+    // [teacher, student] × [all, demonstration, feedback alone].
+    let mut means = [[Mean::default(); 3]; 2];
     for (k, &i) in chosen.iter().enumerate() {
-        all.add_flag(teacher_ok[k]);
-        match plan.teachers[i].demonstration {
-            Some(_) => demo.add_flag(teacher_ok[k]),
-            None => feedback.add_flag(teacher_ok[k]),
+        let kind = match plan.teachers[i].demonstration {
+            Some(_) => 1,
+            None => 2,
+        };
+        for (m, ok) in means.iter_mut().zip([teacher_ok[k], student_ok[k]]) {
+            m[0].add_flag(ok);
+            m[kind].add_flag(ok);
         }
-        student.add_flag(student_ok[k]);
     }
+    let [[all, demo, feedback], [student, student_demo, student_feedback]] = means;
     Ok(ProbeReport {
         teacher_success: all.get(),
         teacher_success_demonstration: demo.get(),
         teacher_success_feedback: feedback.get(),
         student_success: student.get(),
+        student_success_demonstration: student_demo.get(),
+        student_success_feedback: student_feedback.get(),
         ..ProbeReport::default()
     })
 }

@@ -1,5 +1,6 @@
 //! The `sdpo` subcommands, one module each.
 
+pub mod compare;
 pub mod eval;
 pub mod export;
 pub mod generate;

@@ -421,7 +421,7 @@ fn with_dir(cfg: &RunConfig, dir: &Path) -> Result<RunConfig, CliError> {
     Ok(c)
 }
 
-fn algorithm_label(cfg: &RunConfig) -> &'static str {
+pub(crate) fn algorithm_label(cfg: &RunConfig) -> &'static str {
     if cfg.train.sdpo.distillation_weight == 0.0 {
         "grpo"
     } else {
@@ -448,7 +448,10 @@ fn loss_kernels<B: TrainBackend>(cfg: &RunConfig, device: &B::Device) -> &'stati
     }
 }
 
-fn save_base<B: TrainBackend>(base: &sdpo_models::CausalLm<B>, dir: &Path) -> Result<(), CliError> {
+pub(crate) fn save_base<B: TrainBackend>(
+    base: &sdpo_models::CausalLm<B>,
+    dir: &Path,
+) -> Result<(), CliError> {
     let path = dir.join(BASE_MODEL);
     let bytes = checkpoint::encode_record::<B, _>(base.clone().into_record(), &path)?;
     write_file(dir, BASE_MODEL, &bytes)
@@ -472,7 +475,7 @@ fn evaluate<B: TrainBackend>(
 
 /// Trains until `train.steps` with [`SdpoTrainer::fit`], logging metrics and evaluations
 /// into `dir`; returns seconds.
-fn run_steps<B: TrainBackend>(
+pub(crate) fn run_steps<B: TrainBackend>(
     trainer: &mut SdpoTrainer<B>,
     held_out: &[Row],
     cfg: &RunConfig,
