@@ -19,16 +19,12 @@
 //! DIR/compare.{md,json,svg}
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use sdpo_train::TrainBackend;
-use serde::Serialize;
-
-use sdpo_core::metrics as names;
 
 use crate::backend::{dispatch, ensure_compiled, BackendKind, Dispatch};
 use crate::commands::train::{algorithm_label, run_steps, save_base};
@@ -36,10 +32,10 @@ use crate::error::CliError;
 use crate::interrupt;
 use crate::job::{build_job, job_from_saved_base};
 use crate::models::RUN_CONFIG;
-use crate::plot::{plot_compare, ArmCurves};
+use crate::plot::plot_compare;
 use crate::progress::warm_start_bar;
 use crate::run_config::{Override, RunConfig};
-use crate::run_dir::{read_evals, read_metrics, write_file, RunSummary, Summary};
+use crate::run_dir::{read_evals, write_file, RunSummary, Summary};
 use crate::run_lock::create_run_dir;
 
 /// The runs' folder inside a comparison folder.
@@ -148,93 +144,26 @@ struct Cell {
     dir: PathBuf,
 }
 
+mod report;
+use report::{CellResult, Report};
+
 /// Runs `sdpo compare`.
 ///
 /// # Errors
 /// [`CliError`] for a bad config or arm (before any model work), a backend that is not compiled
 /// in, the warm start, or a run that failed (naming its log).
 pub fn compare(args: CompareArgs, backend: Option<BackendKind>) -> Result<(), CliError> {
-    if let Some(dir) = args.run {
-        return run_one(&dir, backend);
+    if let Some(dir) = &args.run {
+        return run_one(dir, backend);
     }
     interrupt::install()?;
-    let mut overrides = match args.smoke {
-        true => Override::smoke(),
-        false => Vec::new(),
-    };
-    overrides.extend(args.set.iter().map(Override::set));
-    if let Some(n) = args.steps {
-        overrides.push(Override::set(format!("train.steps={n}")));
-    }
-    let base = match &args.config {
-        Some(path) => RunConfig::from_file(path)?,
-        None => RunConfig::default(),
-    };
-    let mut cfg = base.with_overrides(&overrides)?;
-    if let Some(b) = backend {
-        cfg.backend = b;
-    }
-    cfg.validate()?;
-    let mut cfg = cfg.resolved()?;
-    ensure_compiled(cfg.backend)?;
-    if args.learning_rates.is_empty() || args.seeds.is_empty() || args.jobs == 0 {
-        return Err(CliError::Invalid {
-            field: "--learning-rates / --seeds / --jobs",
-            reason: "need at least one learning rate, one seed and one job".into(),
-        });
-    }
-    let arms = match args.arms.is_empty() {
-        true => Arm::defaults(),
-        false => args
-            .arms
-            .iter()
-            .map(|a| Arm::parse(a))
-            .collect::<Result<_, _>>()?,
-    };
-    let mut names: Vec<&str> = arms.iter().map(|a| a.name.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(CliError::Invalid {
-            field: "--arm",
-            reason: format!("two arms are named `{}`", w[0]),
-        });
-    }
+    let (cfg, arms) = shared_config(&args, backend)?;
     // Every run's config is settled before the folder and the warm start, so a bad arm fails
     // at once.
-    let mut planned = Vec::new();
-    for arm in &arms {
-        for &lr in &args.learning_rates {
-            for &seed in &args.seeds {
-                let mut sets: Vec<Override> = arm.overrides.iter().map(Override::set).collect();
-                sets.push(Override::set(format!(
-                    "train.optimizer.learning_rate={lr:e}"
-                )));
-                sets.push(Override::set(format!("train.seed={seed}")));
-                let run_cfg = cfg.clone().with_overrides(&sets)?;
-                run_cfg.validate()?;
-                planned.push((arm.name.clone(), lr, seed, run_cfg));
-            }
-        }
-    }
+    let planned = plan_runs(&cfg, &arms, &args.learning_rates, &args.seeds)?;
     let lock = create_run_dir(args.out.as_deref().or(cfg.output_dir.as_deref()))?;
     let root = lock.dir().to_path_buf();
-    cfg.output_dir = Some(std::path::absolute(&root).map_err(CliError::io(&root))?);
-    let mut cells = Vec::new();
-    for (arm, learning_rate, seed, mut run_cfg) in planned {
-        let dir = root
-            .join(RUNS)
-            .join(format!("{arm}-lr{learning_rate:e}-s{seed}"));
-        run_cfg.output_dir = Some(std::path::absolute(&dir).map_err(CliError::io(&dir))?);
-        std::fs::create_dir_all(&dir).map_err(CliError::io(&dir))?;
-        write_file(&dir, RUN_CONFIG, run_cfg.to_ron_string()?.as_bytes())?;
-        cells.push(Cell {
-            arm,
-            learning_rate,
-            seed,
-            dir,
-        });
-    }
-    write_file(&root, RUN_CONFIG, cfg.to_ron_string()?.as_bytes())?;
+    let (cfg, cells) = write_runs(cfg, planned, &root)?;
     eprintln!(
         "comparison {}: {} arms × {} learning rates × {} seeds = {} runs, {} at a time",
         root.display(),
@@ -257,20 +186,119 @@ pub fn compare(args: CompareArgs, backend: Option<BackendKind>) -> Result<(), Cl
         .map(|c| CellResult::read(c, &cfg))
         .collect::<Result<Vec<_>, _>>()?;
     let report = Report::of(&arms, &args.learning_rates, results, cfg.train.steps);
-    write_file(
-        &root,
-        "compare.json",
-        &serde_json::to_vec_pretty(&report).map_err(|e| CliError::Invalid {
-            field: "compare.json",
-            reason: e.to_string(),
-        })?,
-    )?;
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| CliError::Invalid {
+        field: "compare.json",
+        reason: e.to_string(),
+    })?;
+    write_file(&root, "compare.json", &json)?;
     let table = report.markdown();
     write_file(&root, "compare.md", table.as_bytes())?;
     plot_compare(&root.join("compare.svg"), &report.curves())?;
     println!("{table}");
     println!("comparison folder: {}", root.display());
     Ok(())
+}
+
+/// The shared config (file, `--smoke`, `--set`, `--steps`, backend; validated and resolved)
+/// and the arms (distinct names).
+fn shared_config(
+    args: &CompareArgs,
+    backend: Option<BackendKind>,
+) -> Result<(RunConfig, Vec<Arm>), CliError> {
+    let mut overrides = match args.smoke {
+        true => Override::smoke(),
+        false => Vec::new(),
+    };
+    overrides.extend(args.set.iter().map(Override::set));
+    if let Some(n) = args.steps {
+        overrides.push(Override::set(format!("train.steps={n}")));
+    }
+    let base = match &args.config {
+        Some(path) => RunConfig::from_file(path)?,
+        None => RunConfig::default(),
+    };
+    let mut cfg = base.with_overrides(&overrides)?;
+    if let Some(b) = backend {
+        cfg.backend = b;
+    }
+    cfg.validate()?;
+    let cfg = cfg.resolved()?;
+    ensure_compiled(cfg.backend)?;
+    if args.learning_rates.is_empty() || args.seeds.is_empty() || args.jobs == 0 {
+        return Err(CliError::Invalid {
+            field: "--learning-rates / --seeds / --jobs",
+            reason: "need at least one learning rate, one seed and one job".into(),
+        });
+    }
+    let arms: Vec<Arm> = match args.arms.is_empty() {
+        true => Arm::defaults(),
+        false => args
+            .arms
+            .iter()
+            .map(|a| Arm::parse(a))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut names: Vec<&str> = arms.iter().map(|a| a.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(CliError::Invalid {
+            field: "--arm",
+            reason: format!("two arms are named `{}`", w[0]),
+        });
+    }
+    Ok((cfg, arms))
+}
+
+/// Each run's config: the shared one with the arm's assignments, the learning rate and the
+/// seed (validated).
+fn plan_runs(
+    cfg: &RunConfig,
+    arms: &[Arm],
+    learning_rates: &[f64],
+    seeds: &[u64],
+) -> Result<Vec<(String, f64, u64, RunConfig)>, CliError> {
+    let mut planned = Vec::new();
+    for arm in arms {
+        for &lr in learning_rates {
+            for &seed in seeds {
+                let mut sets: Vec<Override> = arm.overrides.iter().map(Override::set).collect();
+                sets.push(Override::set(format!(
+                    "train.optimizer.learning_rate={lr:e}"
+                )));
+                sets.push(Override::set(format!("train.seed={seed}")));
+                let run_cfg = cfg.clone().with_overrides(&sets)?;
+                run_cfg.validate()?;
+                planned.push((arm.name.clone(), lr, seed, run_cfg));
+            }
+        }
+    }
+    Ok(planned)
+}
+
+/// Writes the shared config to `root` and each run's to its folder `root/runs/ARM-lrLR-sSEED`.
+fn write_runs(
+    mut cfg: RunConfig,
+    planned: Vec<(String, f64, u64, RunConfig)>,
+    root: &Path,
+) -> Result<(RunConfig, Vec<Cell>), CliError> {
+    cfg.output_dir = Some(std::path::absolute(root).map_err(CliError::io(root))?);
+    let mut cells = Vec::new();
+    for (arm, learning_rate, seed, mut run_cfg) in planned {
+        let dir = root
+            .join(RUNS)
+            .join(format!("{arm}-lr{learning_rate:e}-s{seed}"));
+        run_cfg.output_dir = Some(std::path::absolute(&dir).map_err(CliError::io(&dir))?);
+        std::fs::create_dir_all(&dir).map_err(CliError::io(&dir))?;
+        write_file(&dir, RUN_CONFIG, run_cfg.to_ron_string()?.as_bytes())?;
+        cells.push(Cell {
+            arm,
+            learning_rate,
+            seed,
+            dir,
+        });
+    }
+    write_file(root, RUN_CONFIG, cfg.to_ron_string()?.as_bytes())?;
+    Ok((cfg, cells))
 }
 
 /// The shared starting point: the warm start (built-in model) saved as the base of every run.
@@ -460,310 +488,6 @@ impl Dispatch for OneRun {
     }
 }
 
-/// Where a finished run ended up.
-#[derive(Debug, Clone, Serialize)]
-struct CellResult {
-    arm: String,
-    learning_rate: f64,
-    seed: u64,
-    /// (step, held-out success) of every evaluation.
-    held_out: Vec<(usize, f64)>,
-    /// Mean held-out success over training (trapezoid rule over the evaluations).
-    auc: f64,
-    /// Held-out success after the last step.
-    last: f64,
-    /// Mean seconds per training step (teacher probe and evaluations excluded).
-    secs_per_step: f64,
-    /// The teacher probe's readings and the teacher KL, each averaged over the steps that
-    /// have it.
-    teacher: BTreeMap<String, f64>,
-}
-
-/// The metrics averaged into [`CellResult::teacher`].
-const TEACHER_METRICS: [&str; 14] = [
-    names::PROBE_TEACHER_SUCCESS,
-    names::PROBE_STUDENT_SUCCESS,
-    names::PROBE_TEACHER_SUCCESS_DEMONSTRATION,
-    names::PROBE_STUDENT_SUCCESS_DEMONSTRATION,
-    names::PROBE_TEACHER_SUCCESS_FEEDBACK,
-    names::PROBE_STUDENT_SUCCESS_FEEDBACK,
-    names::PROBE_FIRST_ERROR_FIXED,
-    names::PROBE_FIRST_ERROR_TEACHER_PROB,
-    names::PROBE_FIRST_ERROR_STUDENT_PROB,
-    names::PROBE_AGREEMENT_BEFORE_ERROR,
-    names::PROBE_AGREEMENT_AFTER_ERROR,
-    names::PROBE_KL_FAILED,
-    names::PROBE_KL_SUCCESSFUL,
-    names::PROBE_SUCCESSFUL_WITH_SIGNAL,
-];
-
-impl CellResult {
-    fn read(cell: &Cell, cfg: &RunConfig) -> Result<Self, CliError> {
-        let held_out: Vec<(usize, f64)> = read_evals(&cell.dir)?
-            .iter()
-            .map(|e| (e.step, e.held_out_success))
-            .collect();
-        let metrics = read_metrics(&cell.dir, cfg.train.metrics_format)?;
-        let mean_of = |name: &str| {
-            let v: Vec<f64> = metrics
-                .iter()
-                .filter_map(|m| m.get(name).copied())
-                .filter(|v| v.is_finite())
-                .collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        };
-        let teacher = TEACHER_METRICS
-            .iter()
-            .chain(&[names::TEACHER_KL])
-            .filter_map(|&n| mean_of(n).map(|v| (n.to_string(), v)))
-            .collect();
-        Ok(Self {
-            arm: cell.arm.clone(),
-            learning_rate: cell.learning_rate,
-            seed: cell.seed,
-            auc: area_under_curve(&held_out),
-            last: held_out.last().map_or(f64::NAN, |p| p.1),
-            held_out,
-            secs_per_step: mean_of(names::TIME_STEP).unwrap_or(f64::NAN),
-            teacher,
-        })
-    }
-}
-
-/// The mean of a curve over its step range by the trapezoid rule (its only value for one
-/// point, NaN for none).
-pub fn area_under_curve(points: &[(usize, f64)]) -> f64 {
-    match points {
-        [] => f64::NAN,
-        [(_, v)] => *v,
-        _ => {
-            let span = (points[points.len() - 1].0 - points[0].0) as f64;
-            let area: f64 = points
-                .windows(2)
-                .map(|w| (w[1].0 - w[0].0) as f64 * (w[0].1 + w[1].1) / 2.0)
-                .sum();
-            match span > 0.0 {
-                true => area / span,
-                false => points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64,
-            }
-        }
-    }
-}
-
-/// Mean and sample standard deviation (0 for one value).
-fn mean_sd(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = match values.len() {
-        0 | 1 => 0.0,
-        _ => values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0),
-    };
-    (mean, var.sqrt())
-}
-
-/// One (arm, learning rate) over its seeds.
-#[derive(Debug, Clone, Serialize)]
-struct Group {
-    arm: String,
-    learning_rate: f64,
-    seeds: usize,
-    auc: (f64, f64),
-    last: (f64, f64),
-    /// Held-out success at the report's fixed steps, mean and std over seeds.
-    at_steps: Vec<(usize, f64, f64)>,
-    secs_per_step: f64,
-    teacher: BTreeMap<String, f64>,
-    best: bool,
-}
-
-/// The comparison's results.
-#[derive(Debug, Clone, Serialize)]
-struct Report {
-    steps: usize,
-    fixed_steps: Vec<usize>,
-    groups: Vec<Group>,
-    runs: Vec<CellResult>,
-}
-
-impl Report {
-    fn of(arms: &[Arm], learning_rates: &[f64], runs: Vec<CellResult>, steps: usize) -> Self {
-        let fixed_steps: Vec<usize> = [0, steps / 10, steps / 4, steps / 2, steps]
-            .into_iter()
-            .fold(Vec::new(), |mut v, s| {
-                if v.last() != Some(&s) {
-                    v.push(s);
-                }
-                v
-            });
-        let mut groups = Vec::new();
-        for arm in arms {
-            let start = groups.len();
-            for &lr in learning_rates {
-                let of: Vec<&CellResult> = runs
-                    .iter()
-                    .filter(|r| r.arm == arm.name && r.learning_rate == lr)
-                    .collect();
-                let stat = |f: &dyn Fn(&CellResult) -> f64| {
-                    mean_sd(&of.iter().map(|r| f(r)).collect::<Vec<_>>())
-                };
-                let at_steps = fixed_steps
-                    .iter()
-                    .map(|&s| {
-                        let (m, sd) = stat(&|r: &CellResult| value_at(&r.held_out, s));
-                        (s, m, sd)
-                    })
-                    .collect();
-                let mut teacher = BTreeMap::new();
-                for name in of.iter().flat_map(|r| r.teacher.keys()) {
-                    let v: Vec<f64> = of
-                        .iter()
-                        .filter_map(|r| r.teacher.get(name).copied())
-                        .collect();
-                    teacher.insert(name.clone(), mean_sd(&v).0);
-                }
-                groups.push(Group {
-                    arm: arm.name.clone(),
-                    learning_rate: lr,
-                    seeds: of.len(),
-                    auc: stat(&|r| r.auc),
-                    last: stat(&|r| r.last),
-                    at_steps,
-                    secs_per_step: stat(&|r| r.secs_per_step).0,
-                    teacher,
-                    best: false,
-                });
-            }
-            // Ties go to the learning rate listed first.
-            let best = (start..groups.len())
-                .rev()
-                .max_by(|&a, &b| groups[a].auc.0.total_cmp(&groups[b].auc.0));
-            if let Some(b) = best {
-                groups[b].best = true;
-            }
-        }
-        Self {
-            steps,
-            fixed_steps,
-            groups,
-            runs,
-        }
-    }
-
-    /// The tables as Markdown.
-    fn markdown(&self) -> String {
-        let mut out = String::new();
-        let steps: Vec<String> = self.fixed_steps.iter().map(|s| format!("@{s}")).collect();
-        out.push_str(&format!(
-            "Held-out success (greedy pass@1), mean ± std over seeds; AUC = mean held-out success over the {} steps; * = the arm's best learning rate by AUC.\n\n",
-            self.steps
-        ));
-        out.push_str(&format!(
-            "| arm | lr | seeds | AUC | {} | s/step |\n|---|---|---|---|{}---|\n",
-            steps.join(" | "),
-            "---|".repeat(steps.len())
-        ));
-        for g in &self.groups {
-            let at: Vec<String> = g
-                .at_steps
-                .iter()
-                .map(|&(_, m, sd)| format!("{m:.3} ± {sd:.3}"))
-                .collect();
-            out.push_str(&format!(
-                "| {}{} | {:e} | {} | {:.3} ± {:.3} | {} | {:.3} |\n",
-                g.arm,
-                if g.best { " *" } else { "" },
-                g.learning_rate,
-                g.seeds,
-                g.auc.0,
-                g.auc.1,
-                at.join(" | "),
-                g.secs_per_step
-            ));
-        }
-        out.push_str("\nThe teacher at each arm's best learning rate (teacher probe, means over probe steps and seeds):\n\n");
-        let cols: [(&str, &str); 15] = [
-            (names::PROBE_TEACHER_SUCCESS, "teacher greedy success"),
-            (names::PROBE_STUDENT_SUCCESS, "student greedy success"),
-            (
-                names::PROBE_TEACHER_SUCCESS_DEMONSTRATION,
-                "teacher, demonstration",
-            ),
-            (
-                names::PROBE_STUDENT_SUCCESS_DEMONSTRATION,
-                "student, same samples",
-            ),
-            (
-                names::PROBE_TEACHER_SUCCESS_FEEDBACK,
-                "teacher, feedback only",
-            ),
-            (
-                names::PROBE_STUDENT_SUCCESS_FEEDBACK,
-                "student, same samples",
-            ),
-            (names::PROBE_FIRST_ERROR_FIXED, "first error fixed"),
-            (
-                names::PROBE_FIRST_ERROR_TEACHER_PROB,
-                "p_teacher(answer) at first error",
-            ),
-            (
-                names::PROBE_FIRST_ERROR_STUDENT_PROB,
-                "p_student(answer) at first error",
-            ),
-            (
-                names::PROBE_AGREEMENT_BEFORE_ERROR,
-                "agreement before error",
-            ),
-            (names::PROBE_AGREEMENT_AFTER_ERROR, "agreement after error"),
-            (names::TEACHER_KL, "teacher KL"),
-            (names::PROBE_KL_FAILED, "KL, failed"),
-            (names::PROBE_KL_SUCCESSFUL, "KL, successful"),
-            (
-                names::PROBE_SUCCESSFUL_WITH_SIGNAL,
-                "successes with a signal",
-            ),
-        ];
-        out.push_str(&format!(
-            "| arm | {} |\n|---|{}\n",
-            cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "),
-            "---|".repeat(cols.len())
-        ));
-        for g in self.groups.iter().filter(|g| g.best) {
-            let cells: Vec<String> = cols
-                .iter()
-                .map(|(n, _)| g.teacher.get(*n).map_or("–".into(), |v| format!("{v:.3}")))
-                .collect();
-            out.push_str(&format!("| {} | {} |\n", g.arm, cells.join(" | ")));
-        }
-        out
-    }
-
-    /// Each arm's held-out curves (every seed) at its best learning rate.
-    fn curves(&self) -> Vec<ArmCurves> {
-        self.groups
-            .iter()
-            .filter(|g| g.best)
-            .map(|g| ArmCurves {
-                label: format!("{} (lr {:e})", g.arm, g.learning_rate),
-                seeds: self
-                    .runs
-                    .iter()
-                    .filter(|r| r.arm == g.arm && r.learning_rate == g.learning_rate)
-                    .map(|r| r.held_out.iter().map(|&(s, v)| (s as f64, v)).collect())
-                    .collect(),
-            })
-            .collect()
-    }
-}
-
-/// The curve's value at `step`: the last evaluation at or before it (NaN before the first).
-fn value_at(points: &[(usize, f64)], step: usize) -> f64 {
-    points
-        .iter()
-        .take_while(|p| p.0 <= step)
-        .last()
-        .map_or(f64::NAN, |p| p.1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,23 +505,5 @@ mod tests {
         assert!(Arm::parse(": a=1").is_err());
         assert!(Arm::parse("a/b: a=1").is_err());
         assert_eq!(Arm::defaults().len(), 3);
-    }
-
-    #[test]
-    fn area_under_curve_is_the_trapezoid_mean() {
-        assert!(area_under_curve(&[]).is_nan());
-        assert_eq!(area_under_curve(&[(0, 0.5)]), 0.5);
-        // 0 → 1 over 10 steps, then flat at 1 over 10 more: (5 + 10) / 20.
-        assert_eq!(area_under_curve(&[(0, 0.0), (10, 1.0), (20, 1.0)]), 0.75);
-    }
-
-    #[test]
-    fn value_at_takes_the_last_evaluation_before() {
-        let c = [(0, 0.1), (10, 0.2), (20, 0.3)];
-        assert_eq!(value_at(&c, 15), 0.2);
-        assert_eq!(value_at(&c, 20), 0.3);
-        assert_eq!(value_at(&c[1..], 5).is_nan(), true);
-        assert_eq!(mean_sd(&[1.0, 3.0]), (2.0, 2f64.sqrt()));
-        assert_eq!(mean_sd(&[1.0]), (1.0, 0.0));
     }
 }
