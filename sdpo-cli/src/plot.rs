@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::error::CliError;
@@ -61,87 +62,123 @@ fn rolling_mean(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Draws `runs` into the SVG file `path` (replacing it).
-///
-/// # Errors
-/// [`CliError::Plot`] naming the file.
-pub fn plot_runs(path: &Path, runs: &[RunCurves]) -> Result<(), CliError> {
-    draw(path, runs).map_err(|message| CliError::Plot {
+/// The chart every plot draws into: steps on x, `y` on y.
+type Chart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// What a plot shows around its series.
+struct Frame<'t> {
+    caption: &'t str,
+    y_desc: &'t str,
+    x_max: f64,
+    y: (f64, f64),
+    legend: SeriesLabelPosition,
+}
+
+/// Draws a chart into the SVG file `path` (replacing it): the frame, then `series`, then the
+/// legend. Errors name the file ([`CliError::Plot`]).
+fn draw_chart(
+    path: &Path,
+    frame: Frame<'_>,
+    series: impl FnOnce(&mut Chart<'_>) -> Result<(), String>,
+) -> Result<(), CliError> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let draw = || -> Result<(), String> {
+        let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(frame.caption, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..frame.x_max, frame.y.0..frame.y.1)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_desc(frame.y_desc)
+            .draw()
+            .map_err(|e| err(&e))?;
+        series(&mut chart)?;
+        chart
+            .configure_series_labels()
+            .position(frame.legend)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))
+    };
+    draw().map_err(|message| CliError::Plot {
         path: path.to_path_buf(),
         message,
     })
 }
 
-fn draw(path: &Path, runs: &[RunCurves]) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    let max_step = runs
+/// A plotters error as text.
+fn err(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Draws `runs` into the SVG file `path` (replacing it).
+///
+/// # Errors
+/// [`CliError::Plot`] naming the file.
+pub fn plot_runs(path: &Path, runs: &[RunCurves]) -> Result<(), CliError> {
+    let x_max = runs
         .iter()
         .flat_map(|r| r.reward.iter().chain(&r.held_out))
         .map(|p| p.0)
         .fold(1.0f64, f64::max);
-    let (y0, y1) = y_range(runs);
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "train reward (lines) and held-out success (dots)",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..max_step, y0..y1)
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("reward / success")
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (i, run) in runs.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        if !run.reward.is_empty() {
-            // Each step's reward is a mean over few prompts and jumps; its trailing mean
-            // over ~1/25 of the run shows the trend.
-            let window = (run.reward.len() / 25).max(1);
-            chart
-                .draw_series(LineSeries::new(finite(&run.reward), color.mix(0.18)))
-                .map_err(|e| err(&e))?;
-            chart
-                .draw_series(LineSeries::new(
-                    rolling_mean(&run.reward, window),
-                    color.mix(0.7).stroke_width(2),
-                ))
-                .map_err(|e| err(&e))?
-                .label(format!(
-                    "{} train reward (mean of {window} steps; faint: each step)",
-                    run.label
-                ))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.mix(0.7).stroke_width(2))
-                });
+    let frame = Frame {
+        caption: "train reward (lines) and held-out success (dots)",
+        y_desc: "reward / success",
+        x_max,
+        y: y_range(runs),
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    draw_chart(path, frame, |chart| {
+        for (i, run) in runs.iter().enumerate() {
+            draw_run(chart, run, COLORS[i % COLORS.len()])?;
         }
-        if !run.held_out.is_empty() {
-            chart
-                .draw_series(
-                    LineSeries::new(finite(&run.held_out), color.stroke_width(3)).point_size(4),
-                )
-                .map_err(|e| err(&e))?
-                .label(format!("{} held-out success", run.label))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-                });
-        }
+        Ok(())
+    })
+}
+
+/// One run's reward (each step faint, its trailing mean) and held-out curves.
+fn draw_run(chart: &mut Chart<'_>, run: &RunCurves, color: RGBColor) -> Result<(), String> {
+    if !run.reward.is_empty() {
+        // Each step's reward is a mean over few prompts and jumps; its trailing mean
+        // over ~1/25 of the run shows the trend.
+        let window = (run.reward.len() / 25).max(1);
+        chart
+            .draw_series(LineSeries::new(finite(&run.reward), color.mix(0.18)))
+            .map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new(
+                rolling_mean(&run.reward, window),
+                color.mix(0.7).stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?
+            .label(format!(
+                "{} train reward (mean of {window} steps; faint: each step)",
+                run.label
+            ))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.mix(0.7).stroke_width(2))
+            });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
+    if !run.held_out.is_empty() {
+        chart
+            .draw_series(
+                LineSeries::new(finite(&run.held_out), color.stroke_width(3)).point_size(4),
+            )
+            .map_err(|e| err(&e))?
+            .label(format!("{} held-out success", run.label))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+    }
     Ok(())
 }
 
@@ -178,66 +215,39 @@ fn mean_curve(curves: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
 /// # Errors
 /// [`CliError::Plot`] naming the file.
 pub fn plot_compare(path: &Path, arms: &[ArmCurves]) -> Result<(), CliError> {
-    draw_compare(path, arms).map_err(|message| CliError::Plot {
-        path: path.to_path_buf(),
-        message,
-    })
-}
-
-fn draw_compare(path: &Path, arms: &[ArmCurves]) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
     let points = || arms.iter().flat_map(|a| a.seeds.iter().flatten());
-    let max_step = points().map(|p| p.0).fold(1.0f64, f64::max);
-    let y1 = points()
+    let y_max = points()
         .map(|p| p.1)
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max);
-    let root = SVGBackend::new(path, (900, 540)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "held-out success: mean over seeds (bold), each seed (faint)",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0.0..max_step, 0.0..(y1 * 1.1).max(0.1))
-        .map_err(|e| err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_desc("held-out success")
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (i, arm) in arms.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        for seed in &arm.seeds {
+    let frame = Frame {
+        caption: "held-out success: mean over seeds (bold), each seed (faint)",
+        y_desc: "held-out success",
+        x_max: points().map(|p| p.0).fold(1.0f64, f64::max),
+        y: (0.0, (y_max * 1.1).max(0.1)),
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    draw_chart(path, frame, |chart| {
+        for (i, arm) in arms.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            for seed in &arm.seeds {
+                chart
+                    .draw_series(LineSeries::new(finite(seed), color.mix(0.25)))
+                    .map_err(|e| err(&e))?;
+            }
             chart
-                .draw_series(LineSeries::new(finite(seed), color.mix(0.25)))
-                .map_err(|e| err(&e))?;
+                .draw_series(LineSeries::new(
+                    finite(&mean_curve(&arm.seeds)),
+                    color.stroke_width(3),
+                ))
+                .map_err(|e| err(&e))?
+                .label(format!("{} ({} seeds)", arm.label, arm.seeds.len()))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
         }
-        chart
-            .draw_series(LineSeries::new(
-                finite(&mean_curve(&arm.seeds)),
-                color.stroke_width(3),
-            ))
-            .map_err(|e| err(&e))?
-            .label(format!("{} ({} seeds)", arm.label, arm.seeds.len()))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]

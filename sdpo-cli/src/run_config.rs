@@ -276,6 +276,29 @@ impl RunConfig {
             .map_err(|e| e.code.to_string())
     }
 
+    /// The config of a new run: `file` (the built-in job without one) with `overrides` applied
+    /// in order and `backend` (the `--backend` flag) over its own, validated and
+    /// [resolved](Self::resolved).
+    ///
+    /// # Errors
+    /// [`CliError`] naming the file, line or field that is wrong.
+    pub fn layered(
+        file: Option<&Path>,
+        overrides: &[Override],
+        backend: Option<BackendKind>,
+    ) -> Result<Self, CliError> {
+        let base = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        let mut cfg = base.with_overrides(overrides)?;
+        if let Some(b) = backend {
+            cfg.backend = b;
+        }
+        cfg.validate()?;
+        cfg.resolved()
+    }
+
     /// Applies overrides in order; each must name an existing field and leave a config that
     /// still deserializes.
     ///

@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use sdpo::core::loss::LossBackend;
 use sdpo::core::metrics as names;
-use sdpo::core::reprompt::{plan_reprompts, remove_thinking, SampleOutcome};
+use sdpo::core::reprompt::{plan_reprompts, remove_thinking, RepromptPlan, SampleOutcome};
 use sdpo::core::teacher::parameter_data;
 use sdpo::core::{ChatMessage, SdpoConfig, TeacherMode};
 use sdpo::models::generate::generate;
@@ -394,6 +394,53 @@ pub fn teacher_is_gathered_at_exactly_the_students_topk<I: Target>() {
     );
 }
 
+/// A live-teacher trainer (`small_config`) and one batch of 2 prompts × 4 samples in which the
+/// first sample of each group succeeds (score 1, the others 0) and the other three get it as a
+/// demonstration: the trainer, the rollout, the scores, the reprompt plan, the teacher inputs.
+#[allow(clippy::type_complexity)]
+fn demonstration_batch<I: Target>() -> (
+    SdpoTrainer<B<I>>,
+    Rollout<I>,
+    Vec<f64>,
+    RepromptPlan,
+    TeacherInputs<I>,
+) {
+    let mut cfg = small_config();
+    cfg.sdpo.teacher_mode = TeacherMode::Live;
+    let t = trainer::<I>(cfg.clone(), parity_rewards());
+    let device = Default::default();
+    let rows = (0..2).map(|r| (r, t.dataset().rows()[r].prompt.to_messages()));
+    let requests = requests(t.prompts(), rows, 4, "dataset row").unwrap();
+    let rollout = Rollout::run(
+        &t.policy().valid(),
+        t.prompts(),
+        requests,
+        t.sampling(),
+        &mut sampler_rng(5),
+        &device,
+    )
+    .unwrap();
+    let scores: Vec<f64> = (0..rollout.len())
+        .map(|i| if i % 4 == 0 { 1.0 } else { 0.0 })
+        .collect();
+    let outcomes: Vec<SampleOutcome> = rollout
+        .requests
+        .iter()
+        .zip(&rollout.texts)
+        .zip(&scores)
+        .map(|((request, text), &score)| SampleOutcome {
+            group: request.group,
+            prompt: &request.messages,
+            response: text,
+            score,
+            feedback: None,
+        })
+        .collect();
+    let plan = plan_reprompts(&outcomes, &cfg.sdpo).unwrap();
+    let inputs = TeacherInputs::build(&plan, &rollout, t.prompts(), &cfg.sdpo, &device).unwrap();
+    (t, rollout, scores, plan, inputs)
+}
+
 /// The teacher scores exactly the student's response tokens after its own prompt: its logits at
 /// response position `p`, built as the trainer builds them (reprompt plan → `TeacherInputs` →
 /// `Teacher::logits`, left-padded batch), equal one plain forward of the unpadded sequence
@@ -404,39 +451,9 @@ pub fn teacher_is_gathered_at_exactly_the_students_topk<I: Target>() {
 /// largest logit (batched and padded vs. single-row matmuls round differently).
 pub fn teacher_scores_the_students_response_tokens_after_its_own_prompt<I: Target>() {
     let _serial = serial();
-    let mut cfg = small_config();
-    cfg.sdpo.teacher_mode = TeacherMode::Live;
-    let t = trainer::<I>(cfg.clone(), parity_rewards());
+    let (t, rollout, _, plan, inputs) = demonstration_batch::<I>();
     let device = Default::default();
     let policy = t.policy().valid();
-    let rows = (0..2).map(|r| (r, t.dataset().rows()[r].prompt.to_messages()));
-    let requests = requests(t.prompts(), rows, 4, "dataset row").unwrap();
-    let mut rng = sampler_rng(5);
-    let rollout = Rollout::run(
-        &policy,
-        t.prompts(),
-        requests,
-        t.sampling(),
-        &mut rng,
-        &device,
-    )
-    .unwrap();
-    // The first sample of each group succeeds; the other three get it as a demonstration.
-    let outcomes: Vec<SampleOutcome> = rollout
-        .requests
-        .iter()
-        .zip(&rollout.texts)
-        .enumerate()
-        .map(|(i, (request, text))| SampleOutcome {
-            group: request.group,
-            prompt: &request.messages,
-            response: text,
-            score: if i % 4 == 0 { 1.0 } else { 0.0 },
-            feedback: None,
-        })
-        .collect();
-    let plan = plan_reprompts(&outcomes, &cfg.sdpo).unwrap();
-    let inputs = TeacherInputs::build(&plan, &rollout, t.prompts(), &cfg.sdpo, &device).unwrap();
     let r = rollout.generation.response_ids.dims()[1];
     let [n, width] = inputs.ids.dims();
     let teacher = host(
@@ -505,40 +522,9 @@ pub fn teacher_scores_the_students_response_tokens_after_its_own_prompt<I: Targe
 /// its greedy success is the reward of those tokens.
 pub fn teacher_probe_decodes_like_the_generator<I: Target>() {
     let _serial = serial();
-    let mut cfg = small_config();
-    cfg.sdpo.teacher_mode = TeacherMode::Live;
-    let t = trainer::<I>(cfg.clone(), parity_rewards());
+    let (t, rollout, scores, plan, inputs) = demonstration_batch::<I>();
     let device = Default::default();
     let policy = t.policy().valid();
-    let rows = (0..2).map(|r| (r, t.dataset().rows()[r].prompt.to_messages()));
-    let requests = requests(t.prompts(), rows, 4, "dataset row").unwrap();
-    let rollout = Rollout::run(
-        &policy,
-        t.prompts(),
-        requests,
-        t.sampling(),
-        &mut sampler_rng(5),
-        &device,
-    )
-    .unwrap();
-    let scores: Vec<f64> = (0..rollout.len())
-        .map(|i| if i % 4 == 0 { 1.0 } else { 0.0 })
-        .collect();
-    let outcomes: Vec<SampleOutcome> = rollout
-        .requests
-        .iter()
-        .zip(&rollout.texts)
-        .zip(&scores)
-        .map(|((request, text), &score)| SampleOutcome {
-            group: request.group,
-            prompt: &request.messages,
-            response: text,
-            score,
-            feedback: None,
-        })
-        .collect();
-    let plan = plan_reprompts(&outcomes, &cfg.sdpo).unwrap();
-    let inputs = TeacherInputs::build(&plan, &rollout, t.prompts(), &cfg.sdpo, &device).unwrap();
     let stop = &t.sampling().stop_token_ids;
     let greedy = SamplingParams {
         stop_token_ids: stop.clone(),

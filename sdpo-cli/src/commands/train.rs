@@ -130,16 +130,7 @@ fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<(Plan, RunLock)
     if let Some(dir) = &args.resume {
         return plan_resume(dir, &overrides, backend);
     }
-    let base = match &args.config {
-        Some(path) => RunConfig::from_file(path)?,
-        None => RunConfig::default(),
-    };
-    let mut cfg = base.with_overrides(&overrides)?;
-    if let Some(b) = backend {
-        cfg.backend = b;
-    }
-    cfg.validate()?;
-    let mut cfg = cfg.resolved()?;
+    let mut cfg = RunConfig::layered(args.config.as_deref(), &overrides, backend)?;
     let out = args.out.clone().or_else(|| cfg.output_dir.clone());
     let lock = create_run_dir(out.as_deref())?;
     let dir = lock.dir().to_path_buf();

@@ -213,16 +213,7 @@ fn shared_config(
     if let Some(n) = args.steps {
         overrides.push(Override::set(format!("train.steps={n}")));
     }
-    let base = match &args.config {
-        Some(path) => RunConfig::from_file(path)?,
-        None => RunConfig::default(),
-    };
-    let mut cfg = base.with_overrides(&overrides)?;
-    if let Some(b) = backend {
-        cfg.backend = b;
-    }
-    cfg.validate()?;
-    let cfg = cfg.resolved()?;
+    let cfg = RunConfig::layered(args.config.as_deref(), &overrides, backend)?;
     ensure_compiled(cfg.backend)?;
     if args.learning_rates.is_empty() || args.seeds.is_empty() || args.jobs == 0 {
         return Err(CliError::Invalid {
