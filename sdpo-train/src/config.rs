@@ -157,7 +157,10 @@ pub struct TrainConfig {
     /// Run the teacher probe (`teacher_probe/*` metrics: the teacher's greedy success, its
     /// token agreement with the answer, the KL split by success; see
     /// `sdpo_train::teacher_probe`) on step 1 and every this many steps; 0 = never. It draws
-    /// no random numbers, so training is the same either way. Default 10.
+    /// no random numbers, so training is the same either way. One probe costs one or two steps'
+    /// time (two greedy decodes and two scoring passes: 0.15 s on the built-in job, 7.8 s on
+    /// SmolLM2-135M with LoRA and 8 samples, 2 cores), logged as `time/teacher_probe` outside
+    /// `time/step`. Default 50.
     pub teacher_probe_every: usize,
 }
 
@@ -186,7 +189,7 @@ impl Default for TrainConfig {
             metrics_format: MetricsFormat::Jsonl,
             warn_after_steps: 5,
             stop_after_failed_reward_steps: 3,
-            teacher_probe_every: 10,
+            teacher_probe_every: 50,
         }
     }
 }

@@ -4,8 +4,8 @@
 //! without them.
 //!
 //! - **Greedy success**: the teacher decodes greedily from each reprompted sample's teacher
-//!   prompt, the student from the same sample's own prompt; both are scored by the run's
-//!   rewards. Is the teacher better than the student on what it is asked to teach?
+//!   prompt, the student from the same sample's own prompt (the KV-cache generator; the
+//!   trust-region mixture by [`greedy_decode`]); both are scored by the run's rewards. Is the teacher better than the student on what it is asked to teach?
 //! - **Token agreement** (rows with a string `answer` field, the completion the task expects
 //!   verbatim, followed by a stop token): along each response with a teacher signal, the first
 //!   token that leaves the answer; whether the teacher's most likely token there is the
@@ -20,7 +20,10 @@ use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use sdpo_core::metrics as names;
 use sdpo_core::reprompt::RepromptPlan;
-use sdpo_models::generate::left_pad;
+use sdpo_core::TeacherMode;
+use sdpo_models::arch::CausalDecoder;
+use sdpo_models::generate::{generate, left_pad, sampler_rng, SamplingParams};
+use sdpo_models::lora::WithLora;
 use sdpo_models::scoring::{response_logits, ScoringError};
 
 use crate::dataset::Row;
@@ -30,7 +33,7 @@ use crate::prompts::Prompts;
 use crate::reward::{Rewards, Scored};
 use crate::rollout::Rollout;
 use crate::scoring::score_texts;
-use crate::teacher::Teacher;
+use crate::teacher::{Teacher, TeacherWeights};
 use crate::teacher_inputs::TeacherInputs;
 use crate::updater::{index_tensor, select_mask_rows};
 
@@ -215,22 +218,8 @@ fn greedy_success<B: Backend>(
         .iter()
         .map(|&i| rollout.requests[i].prompt_ids.clone())
         .collect();
-    let teacher_tokens = greedy_decode(
-        |ids, mask| ctx.teacher.logits(ctx.student, ids, mask, 1, 1.0),
-        &teacher_prompts,
-        ctx.prompts.pad_id(),
-        ctx.stop_ids,
-        ctx.max_new_tokens,
-        &device,
-    )?;
-    let student_tokens = greedy_decode(
-        |ids, mask| response_logits(ctx.student, ids, mask, 1, None),
-        &student_prompts,
-        ctx.prompts.pad_id(),
-        ctx.stop_ids,
-        ctx.max_new_tokens,
-        &device,
-    )?;
+    let teacher_tokens = teacher_greedy(ctx, &teacher_prompts, &device)?;
+    let student_tokens = cached_greedy(ctx.student, ctx, &student_prompts, &device)?;
     let rows: Vec<&Row> = chosen.iter().map(|&i| ctx.rows[i]).collect();
     let success = |tokens: &[Vec<u32>]| -> Result<Vec<bool>, TrainError> {
         let texts = ctx.prompts.decode_all(tokens)?;
@@ -262,6 +251,53 @@ fn greedy_success<B: Backend>(
         student_success_feedback: student_feedback.get(),
         ..ProbeReport::default()
     })
+}
+
+/// The teacher's greedy continuations of `prompts`: the KV-cache generator on the teacher's
+/// own model (its weights, its adapters over the student's base, or the student for `live`);
+/// for `trust-region`, whose logits mix two models, [`greedy_decode`] of the mixture.
+fn teacher_greedy<B: Backend>(
+    ctx: &ProbeContext<'_, B>,
+    prompts: &[Vec<u32>],
+    device: &B::Device,
+) -> Result<Vec<Vec<u32>>, TrainError> {
+    let teacher = ctx.teacher;
+    match (teacher.mode(), teacher.weights()) {
+        (TeacherMode::TrustRegion, _) => greedy_decode(
+            |ids, mask| teacher.logits(ctx.student, ids, mask, 1, 1.0),
+            prompts,
+            ctx.prompts.pad_id(),
+            ctx.stop_ids,
+            ctx.max_new_tokens,
+            device,
+        ),
+        (_, None) => cached_greedy(ctx.student, ctx, prompts, device),
+        (_, Some(TeacherWeights::Model(model))) => cached_greedy(model, ctx, prompts, device),
+        (_, Some(TeacherWeights::Adapters(set))) => {
+            let model = WithLora {
+                base: &ctx.student.lm,
+                lora: set,
+            };
+            cached_greedy(&model, ctx, prompts, device)
+        }
+    }
+}
+
+/// Greedy continuations of `prompts` by `model` with the KV-cache generator.
+fn cached_greedy<B: Backend, M: CausalDecoder<B>>(
+    model: &M,
+    ctx: &ProbeContext<'_, B>,
+    prompts: &[Vec<u32>],
+    device: &B::Device,
+) -> Result<Vec<Vec<u32>>, TrainError> {
+    let params = SamplingParams {
+        stop_token_ids: ctx.stop_ids.to_vec(),
+        ..SamplingParams::greedy(ctx.max_new_tokens)
+    };
+    let pad = ctx.prompts.pad_id();
+    let (ids, mask) = left_pad::<B>(prompts, pad, device);
+    // Greedy decoding draws no random numbers; the generator needs one all the same.
+    Ok(generate(model, ids, mask, &params, pad, &mut sampler_rng(0))?.tokens)
 }
 
 /// Greedy continuations of `prompts` by a model given as `next_logits(ids, mask)` (logits
