@@ -5,7 +5,8 @@
 //!
 //! - **Greedy success**: the teacher decodes greedily from each reprompted sample's teacher
 //!   prompt, the student from the same sample's own prompt (the KV-cache generator; the
-//!   trust-region mixture by [`greedy_decode`]); both are scored by the run's rewards. Is the teacher better than the student on what it is asked to teach?
+//!   trust-region mixture by [`greedy_decode`]); both are scored by the run's rewards. Is the
+//!   teacher better than the student on what it is asked to teach?
 //! - **Token agreement** (rows with a string `answer` field, the completion the task expects
 //!   verbatim, followed by a stop token): along each response with a teacher signal, the first
 //!   token that leaves the answer; whether the teacher's most likely token there is the

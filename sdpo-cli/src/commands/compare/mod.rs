@@ -15,7 +15,7 @@
 //! ```text
 //! DIR/config.ron          the shared config (model, data, budget)
 //! DIR/base_model.mpk      the warm-started built-in model every run starts from
-//! DIR/runs/ARM-lrLR-sSEED/  one run folder per run (its own config.ron, metrics, eval log, log.txt)
+//! DIR/runs/ARM-lrLR-sSEED/  one run folder per run (config.ron, metrics, eval log, log.txt)
 //! DIR/compare.{md,json,svg}
 //! ```
 
