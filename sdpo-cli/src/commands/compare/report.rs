@@ -33,22 +33,48 @@ pub(super) struct CellResult {
     teacher: BTreeMap<String, f64>,
 }
 
-/// The metrics averaged into [`CellResult::teacher`].
-const TEACHER_METRICS: [&str; 14] = [
-    names::PROBE_TEACHER_SUCCESS,
-    names::PROBE_STUDENT_SUCCESS,
-    names::PROBE_TEACHER_SUCCESS_DEMONSTRATION,
-    names::PROBE_STUDENT_SUCCESS_DEMONSTRATION,
-    names::PROBE_TEACHER_SUCCESS_FEEDBACK,
-    names::PROBE_STUDENT_SUCCESS_FEEDBACK,
-    names::PROBE_FIRST_ERROR_FIXED,
-    names::PROBE_FIRST_ERROR_TEACHER_PROB,
-    names::PROBE_FIRST_ERROR_STUDENT_PROB,
-    names::PROBE_AGREEMENT_BEFORE_ERROR,
-    names::PROBE_AGREEMENT_AFTER_ERROR,
-    names::PROBE_KL_FAILED,
-    names::PROBE_KL_SUCCESSFUL,
-    names::PROBE_SUCCESSFUL_WITH_SIGNAL,
+/// The teacher readings averaged into [`CellResult::teacher`], with their column headings in
+/// the report.
+const TEACHER_COLUMNS: [(&str, &str); 15] = [
+    (names::PROBE_TEACHER_SUCCESS, "teacher greedy success"),
+    (names::PROBE_STUDENT_SUCCESS, "student greedy success"),
+    (
+        names::PROBE_TEACHER_SUCCESS_DEMONSTRATION,
+        "teacher, demonstration",
+    ),
+    (
+        names::PROBE_STUDENT_SUCCESS_DEMONSTRATION,
+        "student, same samples",
+    ),
+    (
+        names::PROBE_TEACHER_SUCCESS_FEEDBACK,
+        "teacher, feedback only",
+    ),
+    (
+        names::PROBE_STUDENT_SUCCESS_FEEDBACK,
+        "student, same samples",
+    ),
+    (names::PROBE_FIRST_ERROR_FIXED, "first error fixed"),
+    (
+        names::PROBE_FIRST_ERROR_TEACHER_PROB,
+        "p_teacher(answer) at first error",
+    ),
+    (
+        names::PROBE_FIRST_ERROR_STUDENT_PROB,
+        "p_student(answer) at first error",
+    ),
+    (
+        names::PROBE_AGREEMENT_BEFORE_ERROR,
+        "agreement before error",
+    ),
+    (names::PROBE_AGREEMENT_AFTER_ERROR, "agreement after error"),
+    (names::TEACHER_KL, "teacher KL"),
+    (names::PROBE_KL_FAILED, "KL, failed"),
+    (names::PROBE_KL_SUCCESSFUL, "KL, successful"),
+    (
+        names::PROBE_SUCCESSFUL_WITH_SIGNAL,
+        "successes with a signal",
+    ),
 ];
 
 impl CellResult {
@@ -66,10 +92,9 @@ impl CellResult {
                 .collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };
-        let teacher = TEACHER_METRICS
+        let teacher = TEACHER_COLUMNS
             .iter()
-            .chain(&[names::TEACHER_KL])
-            .filter_map(|&n| mean_of(n).map(|v| (n.to_string(), v)))
+            .filter_map(|&(n, _)| mean_of(n).map(|v| (n.to_string(), v)))
             .collect();
         Ok(Self {
             arm: cell.arm.clone(),
@@ -130,6 +155,46 @@ struct Group {
     best: bool,
 }
 
+impl Group {
+    /// The runs of `arm` at learning rate `lr` over their seeds (not yet marked best).
+    fn of(arm: &str, lr: f64, runs: &[CellResult], fixed_steps: &[usize]) -> Self {
+        let of: Vec<&CellResult> = runs
+            .iter()
+            .filter(|r| r.arm == arm && r.learning_rate == lr)
+            .collect();
+        let stat =
+            |f: &dyn Fn(&CellResult) -> f64| mean_sd(&of.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let at_steps = fixed_steps
+            .iter()
+            .map(|&s| {
+                let (m, sd) = stat(&|r: &CellResult| value_at(&r.held_out, s));
+                (s, m, sd)
+            })
+            .collect();
+        let teacher = TEACHER_COLUMNS
+            .iter()
+            .filter_map(|&(name, _)| {
+                let v: Vec<f64> = of
+                    .iter()
+                    .filter_map(|r| r.teacher.get(name).copied())
+                    .collect();
+                (!v.is_empty()).then(|| (name.to_string(), mean_sd(&v).0))
+            })
+            .collect();
+        Self {
+            arm: arm.to_string(),
+            learning_rate: lr,
+            seeds: of.len(),
+            auc: stat(&|r| r.auc),
+            last: stat(&|r| r.last),
+            at_steps,
+            secs_per_step: stat(&|r| r.secs_per_step).0,
+            teacher,
+            best: false,
+        }
+    }
+}
+
 /// The comparison's results.
 #[derive(Debug, Clone, Serialize)]
 pub(super) struct Report {
@@ -157,41 +222,11 @@ impl Report {
         let mut groups = Vec::new();
         for arm in arms {
             let start = groups.len();
-            for &lr in learning_rates {
-                let of: Vec<&CellResult> = runs
+            groups.extend(
+                learning_rates
                     .iter()
-                    .filter(|r| r.arm == arm.name && r.learning_rate == lr)
-                    .collect();
-                let stat = |f: &dyn Fn(&CellResult) -> f64| {
-                    mean_sd(&of.iter().map(|r| f(r)).collect::<Vec<_>>())
-                };
-                let at_steps = fixed_steps
-                    .iter()
-                    .map(|&s| {
-                        let (m, sd) = stat(&|r: &CellResult| value_at(&r.held_out, s));
-                        (s, m, sd)
-                    })
-                    .collect();
-                let mut teacher = BTreeMap::new();
-                for name in of.iter().flat_map(|r| r.teacher.keys()) {
-                    let v: Vec<f64> = of
-                        .iter()
-                        .filter_map(|r| r.teacher.get(name).copied())
-                        .collect();
-                    teacher.insert(name.clone(), mean_sd(&v).0);
-                }
-                groups.push(Group {
-                    arm: arm.name.clone(),
-                    learning_rate: lr,
-                    seeds: of.len(),
-                    auc: stat(&|r| r.auc),
-                    last: stat(&|r| r.last),
-                    at_steps,
-                    secs_per_step: stat(&|r| r.secs_per_step).0,
-                    teacher,
-                    best: false,
-                });
-            }
+                    .map(|&lr| Group::of(&arm.name, lr, &runs, &fixed_steps)),
+            );
             // Ties go to the learning rate listed first.
             let best = (start..groups.len())
                 .rev()
@@ -240,47 +275,7 @@ impl Report {
             ));
         }
         out.push_str("\nThe teacher at each arm's best learning rate (teacher probe, means over probe steps and seeds):\n\n");
-        let cols: [(&str, &str); 15] = [
-            (names::PROBE_TEACHER_SUCCESS, "teacher greedy success"),
-            (names::PROBE_STUDENT_SUCCESS, "student greedy success"),
-            (
-                names::PROBE_TEACHER_SUCCESS_DEMONSTRATION,
-                "teacher, demonstration",
-            ),
-            (
-                names::PROBE_STUDENT_SUCCESS_DEMONSTRATION,
-                "student, same samples",
-            ),
-            (
-                names::PROBE_TEACHER_SUCCESS_FEEDBACK,
-                "teacher, feedback only",
-            ),
-            (
-                names::PROBE_STUDENT_SUCCESS_FEEDBACK,
-                "student, same samples",
-            ),
-            (names::PROBE_FIRST_ERROR_FIXED, "first error fixed"),
-            (
-                names::PROBE_FIRST_ERROR_TEACHER_PROB,
-                "p_teacher(answer) at first error",
-            ),
-            (
-                names::PROBE_FIRST_ERROR_STUDENT_PROB,
-                "p_student(answer) at first error",
-            ),
-            (
-                names::PROBE_AGREEMENT_BEFORE_ERROR,
-                "agreement before error",
-            ),
-            (names::PROBE_AGREEMENT_AFTER_ERROR, "agreement after error"),
-            (names::TEACHER_KL, "teacher KL"),
-            (names::PROBE_KL_FAILED, "KL, failed"),
-            (names::PROBE_KL_SUCCESSFUL, "KL, successful"),
-            (
-                names::PROBE_SUCCESSFUL_WITH_SIGNAL,
-                "successes with a signal",
-            ),
-        ];
+        let cols = &TEACHER_COLUMNS;
         out.push_str(&format!(
             "| arm | {} |\n|---|{}\n",
             cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "),
