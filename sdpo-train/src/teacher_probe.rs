@@ -63,6 +63,13 @@ pub struct ProbeContext<'a, B: Backend> {
     pub success_threshold: f64,
 }
 
+impl<B: Backend> ProbeContext<'_, B> {
+    /// Whether a scored sample counts as a success (the reprompt plan's rule).
+    fn succeeded(&self, scored: &Scored) -> bool {
+        scored.score >= self.success_threshold
+    }
+}
+
 /// The probe's readings; `None` where no sample qualified.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProbeReport {
@@ -182,12 +189,9 @@ pub fn probe_teacher<B: Backend>(
     plan: &RepromptPlan,
     inputs: &TeacherInputs<B>,
 ) -> Result<ProbeReport, TrainError> {
-    let mut report = greedy_success(ctx, rollout, plan, inputs)?;
-    let successful: Vec<bool> = scored
-        .iter()
-        .map(|s| s.score >= ctx.success_threshold)
-        .collect();
     let signal: Vec<bool> = plan.teachers.iter().map(|t| t.reprompted()).collect();
+    let mut report = greedy_success(ctx, rollout, plan, inputs, &signal)?;
+    let successful: Vec<bool> = scored.iter().map(|s| ctx.succeeded(s)).collect();
     let mut with_signal = Mean::default();
     for (&ok, &sig) in successful.iter().zip(&signal) {
         if ok {
@@ -199,16 +203,15 @@ pub fn probe_teacher<B: Backend>(
     Ok(report)
 }
 
-/// Teacher and student greedy success on the reprompted samples.
+/// Teacher and student greedy success on the reprompted samples (`signal`).
 fn greedy_success<B: Backend>(
     ctx: &ProbeContext<'_, B>,
     rollout: &Rollout<B>,
     plan: &RepromptPlan,
     inputs: &TeacherInputs<B>,
+    signal: &[bool],
 ) -> Result<ProbeReport, TrainError> {
-    let chosen: Vec<usize> = (0..plan.teachers.len())
-        .filter(|&i| plan.teachers[i].reprompted())
-        .collect();
+    let chosen: Vec<usize> = (0..signal.len()).filter(|&i| signal[i]).collect();
     if chosen.is_empty() {
         return Ok(ProbeReport::default());
     }
@@ -226,7 +229,7 @@ fn greedy_success<B: Backend>(
         let texts = ctx.prompts.decode_all(tokens)?;
         Ok(score_texts(ctx.rewards, &rows, &texts, tokens)
             .iter()
-            .map(|s| s.score >= ctx.success_threshold)
+            .map(|s| ctx.succeeded(s))
             .collect())
     };
     let (teacher_ok, student_ok) = (success(&teacher_tokens)?, success(&student_tokens)?);

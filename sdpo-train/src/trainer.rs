@@ -566,12 +566,16 @@ where
 
     /// The reward phase: every sample of `rollout` scored against its dataset row.
     fn score(&self, rollout: &Rollout<B::InnerBackend>) -> Vec<Scored> {
-        let rows: Vec<&Row> = rollout
+        score_rollout(&self.rewards, &self.rows_of(rollout), rollout)
+    }
+
+    /// Each sample's dataset row.
+    fn rows_of(&self, rollout: &Rollout<B::InnerBackend>) -> Vec<&Row> {
+        rollout
             .requests
             .iter()
             .map(|r| &self.dataset.rows()[r.row])
-            .collect();
-        score_rollout(&self.rewards, &rows, rollout)
+            .collect()
     }
 
     /// Whether the step about to run is a teacher-probe step (the first, then every
@@ -589,11 +593,7 @@ where
         plan: &RepromptPlan,
         teacher_inputs: &TeacherInputs<B::InnerBackend>,
     ) -> Result<ProbeReport, TrainError> {
-        let rows: Vec<&Row> = rollout
-            .requests
-            .iter()
-            .map(|r| &self.dataset.rows()[r.row])
-            .collect();
+        let rows = self.rows_of(rollout);
         let student = self.policy.valid();
         let ctx = ProbeContext {
             student: &student,
