@@ -337,19 +337,7 @@ fn run_all(cells: &[Cell], jobs: usize, backend: BackendKind) -> Result<(), CliE
             let Some((i, cell)) = pending.next() else {
                 break;
             };
-            let log_path = cell.dir.join(RUN_LOG);
-            let log = std::fs::File::create(&log_path).map_err(CliError::io(&log_path))?;
-            let err = log.try_clone().map_err(CliError::io(&log_path))?;
-            let child = Command::new(&exe)
-                .args(["--backend", backend.name(), "compare", "--run"])
-                .arg(&cell.dir)
-                .env("RAYON_NUM_THREADS", &threads)
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(err)
-                .spawn()
-                .map_err(CliError::io(&exe))?;
-            running.push((i, child, Instant::now()));
+            running.push((i, spawn_run(&exe, cell, backend, &threads)?, Instant::now()));
         }
         if running.is_empty() {
             break;
@@ -365,22 +353,13 @@ fn run_all(cells: &[Cell], jobs: usize, backend: BackendKind) -> Result<(), CliE
                 Some(status) => {
                     done += 1;
                     let cell = &cells[i];
-                    let line = match status.success() {
-                        true => summary_line(cell),
-                        false => {
-                            failed.push(cell.dir.join(RUN_LOG));
-                            format!(
-                                "failed ({status}); see {}",
-                                cell.dir.join(RUN_LOG).display()
-                            )
-                        }
-                    };
+                    if !status.success() {
+                        failed.push(cell.dir.join(RUN_LOG));
+                    }
                     eprintln!(
-                        "[{done}/{}] {} lr {:e} seed {}: {line} ({:.0}s; {:.0}s so far)",
+                        "[{done}/{}] {} ({:.0}s; {:.0}s so far)",
                         cells.len(),
-                        cell.arm,
-                        cell.learning_rate,
-                        cell.seed,
+                        finish_line(cell, status),
                         started.elapsed().as_secs_f64(),
                         t0.elapsed().as_secs_f64()
                     );
@@ -409,16 +388,46 @@ fn run_all(cells: &[Cell], jobs: usize, backend: BackendKind) -> Result<(), CliE
     }
 }
 
-/// "held-out 0.133 → 0.517" from a finished run's evaluation log.
-fn summary_line(cell: &Cell) -> String {
-    match read_evals(&cell.dir) {
-        Ok(evals) if evals.len() >= 2 => format!(
+/// Starts the child process that trains `cell`, its output going to the run's log.
+fn spawn_run(
+    exe: &Path,
+    cell: &Cell,
+    backend: BackendKind,
+    threads: &str,
+) -> Result<Child, CliError> {
+    let log_path = cell.dir.join(RUN_LOG);
+    let log = std::fs::File::create(&log_path).map_err(CliError::io(&log_path))?;
+    let err = log.try_clone().map_err(CliError::io(&log_path))?;
+    Command::new(exe)
+        .args(["--backend", backend.name(), "compare", "--run"])
+        .arg(&cell.dir)
+        .env("RAYON_NUM_THREADS", threads)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(CliError::io(exe))
+}
+
+/// "sdpo lr 1e-3 seed 0: held-out 0.133 → 0.517" for a finished run (from its evaluation
+/// log), or where to read why it failed.
+fn finish_line(cell: &Cell, status: std::process::ExitStatus) -> String {
+    let outcome = match (status.success(), read_evals(&cell.dir)) {
+        (false, _) => format!(
+            "failed ({status}); see {}",
+            cell.dir.join(RUN_LOG).display()
+        ),
+        (true, Ok(evals)) if evals.len() >= 2 => format!(
             "held-out {:.3} → {:.3}",
             evals[0].held_out_success,
             evals[evals.len() - 1].held_out_success
         ),
-        _ => "done".into(),
-    }
+        (true, _) => "done".into(),
+    };
+    format!(
+        "{} lr {:e} seed {}: {outcome}",
+        cell.arm, cell.learning_rate, cell.seed
+    )
 }
 
 /// The child process: trains the run in `dir` from the comparison's shared start.
