@@ -88,6 +88,24 @@ pub const TIME_STUDENT: &str = "time/student";
 pub const TIME_UPDATE: &str = "time/update";
 /// See [`TIME_ROLLOUT`].
 pub const TIME_STEP: &str = "time/step";
+
+// Data-parallel training (several ranks; not reference metrics). A step's metrics are combined
+// over the ranks: means of the ranks' values, except `time/*` and `*_max` (largest) and
+// `*_min` (smallest).
+
+/// Ranks training together.
+pub const WORLD_SIZE: &str = "distributed/world_size";
+/// Seconds of the step spent in collective operations (gradient all-reduce, loss
+/// denominators, metrics), the slowest rank's.
+pub const TIME_COMMUNICATION: &str = "time/communication";
+/// Bytes each rank all-reduced for the step's gradients.
+pub const REDUCED_BYTES: &str = "distributed/reduced_bytes";
+/// The fewest loss tokens a rank had this step: response tokens of samples with a teacher
+/// signal when distilling (the distillation term's denominator), else all response tokens.
+pub const RANK_TOKENS_MIN: &str = "distributed/loss_tokens_min";
+/// The most loss tokens a rank had this step (against [`RANK_TOKENS_MIN`]: the imbalance).
+pub const RANK_TOKENS_MAX: &str = "distributed/loss_tokens_max";
+
 /// Consecutive steps without any teacher signal.
 pub const STEPS_WITHOUT_TEACHER_SIGNAL: &str = "warning/steps_without_teacher_signal";
 /// Consecutive steps whose rewards were all equal.

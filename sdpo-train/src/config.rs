@@ -78,6 +78,31 @@ impl Default for ScheduleConfig {
     }
 }
 
+/// Data-parallel training (several ranks: `mpirun -np N sdpo train`, or peers of one
+/// process); ignored by a single process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// Seconds a rank waits in a collective operation for the others before failing with an
+    /// error naming the ranks that did not arrive (dead, hung, or that much slower: it must
+    /// exceed the largest difference in step time between ranks, evaluation on rank 0
+    /// included). Default 600.
+    pub timeout_secs: f64,
+    /// Compare a checksum of the parameters across ranks every this many steps (and at the
+    /// end); a difference stops training with an error naming the ranks. 0 = never. Default
+    /// 50.
+    pub checksum_every: usize,
+}
+
+impl Default for DistributedConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 600.0,
+            checksum_every: 50,
+        }
+    }
+}
+
 /// Where per-step metrics are written in the run folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -162,6 +187,9 @@ pub struct TrainConfig {
     /// SmolLM2-135M with LoRA and 8 samples, 2 cores), logged as `time/teacher_probe` outside
     /// `time/step`. Default 50.
     pub teacher_probe_every: usize,
+    /// Data-parallel settings (timeouts, the parameter checksum); `prompts_per_step` is the
+    /// global batch, split evenly over the ranks.
+    pub distributed: DistributedConfig,
 }
 
 impl Default for TrainConfig {
@@ -190,6 +218,7 @@ impl Default for TrainConfig {
             warn_after_steps: 5,
             stop_after_failed_reward_steps: 3,
             teacher_probe_every: 50,
+            distributed: DistributedConfig::default(),
         }
     }
 }
@@ -347,6 +376,47 @@ impl TrainConfig {
         if let Some(lora) = &self.lora {
             lora.validate()
                 .map_err(|e| invalid("lora", lora, &e.to_string()))?;
+        }
+        let timeout = self.distributed.timeout_secs;
+        if !(timeout.is_finite() && timeout > 0.0) {
+            return Err(invalid(
+                "distributed.timeout_secs",
+                timeout,
+                "must be finite and > 0",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the batch splits over `world` data-parallel ranks: `prompts_per_step`
+    /// (the global batch) into whole prompt groups per rank, each rank's share into
+    /// `mini_batches` updates.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming `prompts_per_step` or `mini_batches`.
+    pub fn validate_world(&self, world: usize) -> Result<(), ConfigError> {
+        if world <= 1 {
+            return Ok(());
+        }
+        if !self.prompts_per_step.is_multiple_of(world) {
+            return Err(invalid(
+                "prompts_per_step",
+                self.prompts_per_step,
+                &format!(
+                    "is the global batch and must divide evenly over the {world} ranks (each rank owns whole prompt groups): use a multiple of {world}"
+                ),
+            ));
+        }
+        let local = self.batch_size() / world;
+        if self.mini_batches > local {
+            return Err(invalid(
+                "mini_batches",
+                self.mini_batches,
+                &format!(
+                    "must be at most each rank's share of the generation batch, {local} ({} prompts × {} samples / {world} ranks)",
+                    self.prompts_per_step, self.num_generations
+                ),
+            ));
         }
         Ok(())
     }

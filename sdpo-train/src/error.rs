@@ -7,6 +7,7 @@ use sdpo_models::scoring::ScoringError;
 use sdpo_models::{PrecisionError, TokenizerError};
 
 use crate::checkpoint::CheckpointError;
+use crate::collective::CollectiveError;
 use crate::dataset::DatasetError;
 use crate::policy::StepError;
 use crate::reward::RewardBuildError;
@@ -56,6 +57,9 @@ pub enum TrainError {
     /// A checkpoint could not be written or read.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A collective operation of data-parallel training failed (a rank died, hung or drifted).
+    #[error("data-parallel training: {0}")]
+    Collective(#[from] CollectiveError),
     /// A dataset row index past the end.
     #[error("dataset row {row} does not exist (the dataset has {len} rows)")]
     RowOutOfRange {

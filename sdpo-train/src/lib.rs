@@ -6,7 +6,9 @@
 
 pub mod builtin;
 pub mod checkpoint;
+pub mod collective;
 pub mod config;
+pub mod data_parallel;
 pub mod dataset;
 pub mod error;
 pub mod grad_norm;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::data_parallel::LossShares;
 use crate::TrainBackend;
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
@@ -117,6 +118,9 @@ pub struct StepSettings {
     pub loss_scale: f64,
     /// Rollout importance sampling.
     pub rollout_is: RolloutIs,
+    /// Each term's share of the global loss denominator (data-parallel ranks; 1 in one
+    /// process): the terms are multiplied by these before blending.
+    pub shares: LossShares,
 }
 
 /// Scalars from one pass, read back to the host.
@@ -270,9 +274,16 @@ impl<B: TrainBackend> Policy<B> {
                 Some(out.loss)
             }
         };
-        let loss = blend(policy, distillation, w)
-            .ok_or(StepError::Missing("neither loss term was evaluated"))?;
-        item.loss = scalar(&loss);
+        let missing = || StepError::Missing("neither loss term was evaluated");
+        // The metrics report the pass's own loss; the gradient comes from each term's share of
+        // the global loss (the same thing in one process).
+        item.loss = scalar(&blend(policy.clone(), distillation.clone(), w).ok_or_else(missing)?);
+        let loss = blend(
+            policy.map(|p| p.mul_scalar(s.shares.policy)),
+            distillation.map(|d| d.mul_scalar(s.shares.distillation)),
+            w,
+        )
+        .ok_or_else(missing)?;
         Ok((loss.mul_scalar(s.loss_scale), item))
     }
 }

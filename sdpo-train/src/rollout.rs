@@ -8,7 +8,7 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 
 use sdpo_core::ChatMessage;
 use sdpo_models::arch::CausalDecoder;
-use sdpo_models::generate::{generate, left_pad, Generation, SamplerRng, SamplingParams};
+use sdpo_models::generate::{generate, left_pad, Generation, SamplingParams, Uniforms};
 use sdpo_models::scoring::concat_prompt_response;
 
 use crate::error::TrainError;
@@ -70,7 +70,8 @@ pub struct Rollout<B: Backend> {
 }
 
 impl<B: Backend> Rollout<B> {
-    /// Samples one completion per request with `model`, drawing from `rng`.
+    /// Samples one completion per request with `model`, drawing from `rng` (a shared
+    /// [`SamplerRng`](sdpo_models::generate::SamplerRng) or one stream per request).
     ///
     /// # Errors
     /// [`TrainError::Generation`] for invalid parameters or non-finite logits;
@@ -80,7 +81,7 @@ impl<B: Backend> Rollout<B> {
         prompts: &Prompts,
         requests: Vec<SampleRequest>,
         params: &SamplingParams,
-        rng: &mut SamplerRng,
+        rng: &mut (impl Uniforms + ?Sized),
         device: &Device<B>,
     ) -> Result<Self, TrainError> {
         let ids: Vec<Vec<u32>> = requests.iter().map(|r| r.prompt_ids.clone()).collect();

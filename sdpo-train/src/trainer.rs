@@ -16,6 +16,7 @@
 //! Burn's [`Optimizer`] and [`LrScheduler`]: AdamW and [`WarmupSchedule`] by default, any other
 //! through [`SdpoTrainer::with_optimizer`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,15 +28,20 @@ use burn::optim::lr_scheduler::LrScheduler;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{Device, Tensor};
 
+use rand::Rng;
 use sdpo_core::policy::group_advantages;
 use sdpo_core::reprompt::{plan_reprompts, RepromptPlan, SampleOutcome};
 use sdpo_core::{metrics as names, ChatMessage, RolloutIsLevel};
-use sdpo_models::generate::{sampler_rng, SamplerRng, SamplingParams};
+use sdpo_models::generate::{sampler_rng, RowStreams, SamplerRng, SamplingParams};
 use sdpo_models::lora::{materialize, LoraSet};
 use sdpo_models::{CausalLm, Precision, Tokenizer};
 
 use crate::checkpoint::{self, CheckpointError};
+use crate::collective::{broadcast_bytes, Collective, SingleProcess};
 use crate::config::{OptimizerConfig, TrainConfig};
+use crate::data_parallel::{
+    check_parameters, loss_shares, parameter_checksum, reduce_metrics, LossShares,
+};
 use crate::dataset::{Dataset, PromptSampler, Row, SamplerState};
 use crate::metrics_log::{Metrics, MetricsWriter};
 use crate::model_identity::{ModelIdentity, IDENTITY_FILE};
@@ -249,6 +255,8 @@ pub struct SdpoTrainer<B: TrainBackend, O = AdamWOptimizer<B>, S = WarmupSchedul
     step: usize,
     health: Health,
     device: Device<B>,
+    /// The data-parallel ranks this trainer is one of ([`SingleProcess`] alone).
+    collective: Arc<dyn Collective<B::InnerBackend>>,
 }
 
 impl<B: TrainBackend> SdpoTrainer<B> {
@@ -338,6 +346,7 @@ impl<B: TrainBackend> SdpoTrainer<B> {
             step: 0,
             health: Health::default(),
             device: device.clone(),
+            collective: Arc::new(SingleProcess),
         })
     }
 }
@@ -465,12 +474,13 @@ where
         O2: Optimizer<Policy<B>, B>,
         S2: LrScheduler,
     {
-        let updater = Updater::new(
+        let mut updater = Updater::new(
             optimizer,
             schedule,
             self.cfg.optimizer.max_grad_norm,
             batch_split(&self.cfg),
         );
+        updater.set_collective(self.collective.clone());
         SdpoTrainer {
             cfg: self.cfg,
             policy: self.policy,
@@ -485,7 +495,32 @@ where
             step: self.step,
             health: self.health,
             device: self.device,
+            collective: self.collective,
         }
+    }
+
+    /// Makes this trainer one rank of data-parallel training over `collective` (before the
+    /// first step; every rank built the same way): each step trains on this rank's share of
+    /// the prompts (`prompts_per_step` is the global batch), divides the loss by the global
+    /// token count, sums the gradients over the ranks and takes the same optimizer step as the
+    /// others; its metrics are combined over the ranks. See docs/distributed.md.
+    ///
+    /// # Errors
+    /// [`TrainError::Config`] when the batch does not split over the ranks
+    /// ([`TrainConfig::validate_world`]).
+    pub fn set_collective(
+        &mut self,
+        collective: Arc<dyn Collective<B::InnerBackend>>,
+    ) -> Result<(), TrainError> {
+        self.cfg.validate_world(collective.world_size())?;
+        self.updater.set_collective(collective.clone());
+        self.collective = collective;
+        Ok(())
+    }
+
+    /// This trainer's rank and the number of ranks (`(0, 1)` in one process).
+    pub fn rank(&self) -> (usize, usize) {
+        (self.collective.rank(), self.collective.world_size())
     }
 
     /// Runs one training step on the next prompts of the dataset.
@@ -496,12 +531,33 @@ where
     pub fn step(&mut self) -> Result<StepReport, TrainError> {
         let batch = self.sampler.next_batch();
         let rows = batch.rows();
-        self.step_on_rows(&rows, self.cfg.num_generations)
+        // Every rank draws the same global batch and trains on its contiguous share.
+        let (rank, world) = self.rank();
+        let per_rank = rows.len() / world;
+        let mine = &rows[rank * per_rank..(rank + 1) * per_rank];
+        let report = self.step_on(mine, self.cfg.num_generations, rank * per_rank)?;
+        let every = self.cfg.distributed.checksum_every;
+        if world > 1 && every > 0 && self.step.is_multiple_of(every) {
+            self.check_parameters()?;
+        }
+        Ok(report)
+    }
+
+    /// Compares the ranks' parameters (nothing to compare in one process).
+    ///
+    /// # Errors
+    /// [`TrainError::Collective`] naming the ranks that differ from rank 0.
+    pub fn check_parameters(&self) -> Result<(), TrainError> {
+        if self.collective.world_size() > 1 {
+            let checksum = parameter_checksum(&self.policy);
+            check_parameters(self.collective.as_ref(), checksum, self.step)?;
+        }
+        Ok(())
     }
 
     /// One training step on explicit dataset rows, `num_generations` samples each:
     /// rollout → reward → reprompt → teacher and student passes with optimizer updates →
-    /// teacher update → metrics.
+    /// teacher update → metrics. On a data-parallel rank, `rows` are this rank's.
     ///
     /// # Errors
     /// As [`Self::step`].
@@ -510,9 +566,22 @@ where
         rows: &[usize],
         num_generations: usize,
     ) -> Result<StepReport, TrainError> {
+        self.step_on(rows, num_generations, 0)
+    }
+
+    /// [`Self::step_on_rows`] for prompt groups numbered from `first_group` in the global
+    /// batch (the sample streams are numbered globally, so ranks draw what one process would).
+    fn step_on(
+        &mut self,
+        rows: &[usize],
+        num_generations: usize,
+        first_group: usize,
+    ) -> Result<StepReport, TrainError> {
         let t_step = Instant::now();
         let mut times = PhaseTimes::default();
-        let rollout = timed(&mut times.rollout, || self.rollout(rows, num_generations))?;
+        let rollout = timed(&mut times.rollout, || {
+            self.rollout(rows, num_generations, first_group)
+        })?;
         let scored = timed(&mut times.reward, || self.score(&rollout));
         let failure_reports = self.health.reward_failures.observe(
             &scored,
@@ -528,7 +597,8 @@ where
             })?),
             false => None,
         };
-        let passes = self.update(&rollout, &scored, &teacher_inputs, &mut times)?;
+        let mut comm = Communication::default();
+        let passes = self.update(&rollout, &scored, &teacher_inputs, &mut times, &mut comm)?;
         self.step += 1;
         // The teacher moves only after an update that happened (verl's order).
         if passes.outcome.applied() > 0 {
@@ -540,26 +610,60 @@ where
         // The probe is a diagnostic: the step's time leaves it out.
         times.step = t_step.elapsed().as_secs_f64() - times.probe;
         let report = self.report(rollout, scored, plan, teacher_inputs, passes, times, probe);
+        let report = self.combine_ranks(report, comm)?;
         Ok(report.with_warnings_first(failure_reports))
     }
 
-    /// The rollout phase: `n` samples for each of `rows` from the current policy.
+    /// The report with its metrics combined over the data-parallel ranks (as it is in one
+    /// process), the communication figures added.
+    fn combine_ranks(
+        &self,
+        mut report: StepReport,
+        comm: Communication,
+    ) -> Result<StepReport, TrainError> {
+        let world = self.collective.world_size();
+        if world == 1 {
+            return Ok(report);
+        }
+        let t0 = Instant::now();
+        let m = &mut report.metrics;
+        m.insert(names::WORLD_SIZE.into(), world as f64);
+        m.insert(names::REDUCED_BYTES.into(), comm.reduced_bytes as f64);
+        m.insert(names::RANK_TOKENS_MIN.into(), comm.loss_tokens);
+        m.insert(names::RANK_TOKENS_MAX.into(), comm.loss_tokens);
+        let seconds = comm.seconds;
+        m.insert(names::TIME_COMMUNICATION.into(), seconds);
+        let mut combined = reduce_metrics(self.collective.as_ref(), m)?;
+        if let Some(t) = combined.get_mut(names::TIME_COMMUNICATION) {
+            *t += t0.elapsed().as_secs_f64();
+        }
+        report.metrics = combined;
+        Ok(report)
+    }
+
+    /// The rollout phase: `n` samples for each of `rows` (groups `first_group..` of the
+    /// global batch) from the current policy. Sample `i` of the global batch draws from
+    /// stream `i` of a key drawn from the trainer's generator once per step, so the samples
+    /// do not depend on how the batch is split over ranks.
     fn rollout(
         &mut self,
         rows: &[usize],
         n: usize,
+        first_group: usize,
     ) -> Result<Rollout<B::InnerBackend>, TrainError> {
         let messages = rows
             .iter()
             .map(|&row| Ok((row, self.row(row)?.prompt.to_messages())))
             .collect::<Result<Vec<_>, TrainError>>()?;
         let requests = requests(&self.prompts, messages, n, "dataset row")?;
+        let key: u64 = self.rng.random();
+        let mut streams = RowStreams::new(key, (first_group * n) as u64, requests.len());
         Rollout::run(
             &self.policy.valid(),
             &self.prompts,
             requests,
             &self.sampling,
-            &mut self.rng,
+            &mut streams,
             &self.device,
         )
     }
@@ -680,6 +784,7 @@ where
         scored: &[Scored],
         teacher_inputs: &TeacherInputs<B::InnerBackend>,
         times: &mut PhaseTimes,
+        comm: &mut Communication,
     ) -> Result<Passes, TrainError> {
         let sdpo = &self.cfg.sdpo;
         let n = rollout.len();
@@ -717,11 +822,13 @@ where
                 )
             })?);
         }
+        let shares = self.loss_shares(&batch, n, comm)?;
         let settings = StepSettings {
             sdpo: sdpo.clone(),
             temperature,
             loss_scale: 1.0,
             rollout_is: self.cfg.rollout_is.clone(),
+            shares: LossShares::default(),
         };
         let teacher = &self.teacher;
         let distills = sdpo.distillation_weight > 0.0;
@@ -741,6 +848,7 @@ where
                 timed(&mut student_s, || -> Result<_, TrainError> {
                     let settings = Arc::new(StepSettings {
                         loss_scale,
+                        shares: shares.get(&samples[0]).copied().unwrap_or_default(),
                         ..settings.clone()
                     });
                     let (loss, item) = policy.loss(batch.pass(samples, signal, settings))?;
@@ -749,11 +857,56 @@ where
             })?;
         times.teacher += teacher_s;
         times.student += student_s;
+        comm.seconds += outcome.reduce_seconds;
+        comm.reduced_bytes += outcome.reduced_bytes;
         Ok(Passes {
             student_forwards: student_forwards + outcome.items.len(),
             advantages: advantages.map(|a| mean_std(&a)),
             outcome,
         })
+    }
+
+    /// Each pass's share of the global loss denominators, by the pass's first sample (every
+    /// share is 1 in one process).
+    fn loss_shares(
+        &self,
+        batch: &StepBatch<B::InnerBackend>,
+        n: usize,
+        comm: &mut Communication,
+    ) -> Result<HashMap<usize, LossShares>, TrainError> {
+        if self.collective.world_size() == 1 {
+            return Ok(HashMap::new());
+        }
+        let t0 = Instant::now();
+        let width = batch.response_len();
+        let host =
+            |t: Tensor<B::InnerBackend, 1>| -> Vec<f64> { t.into_data().iter::<f64>().collect() };
+        let tokens = host(batch.loss_mask.clone().sum_dim(1).reshape([n]));
+        let signal = host(batch.self_distillation_mask.clone());
+        let passes = self.updater.split(n).concat();
+        let shares = loss_shares(
+            self.collective.as_ref(),
+            &passes,
+            &tokens,
+            &signal,
+            width,
+            self.cfg.sdpo.loss_agg_mode,
+        )?;
+        // The distillation term's tokens (samples with a teacher signal) when distilling.
+        comm.loss_tokens = match self.cfg.sdpo.distillation_weight > 0.0 {
+            true => tokens
+                .iter()
+                .zip(&signal)
+                .map(|(t, s)| t * s.min(1.0))
+                .sum(),
+            false => tokens.iter().sum(),
+        };
+        comm.seconds += t0.elapsed().as_secs_f64();
+        Ok(passes
+            .iter()
+            .zip(shares)
+            .filter_map(|(p, s)| p.first().map(|&first| (first, s)))
+            .collect())
     }
 
     /// Runs the remaining steps (up to `config().steps`). Metrics rows of steps after the
@@ -762,6 +915,10 @@ where
     /// then `hooks.after_step` runs (progress, evaluation, stopping early), then a checkpoint
     /// goes to `run_dir/checkpoints/` every `checkpoint_every` steps. At the end — the last
     /// step or a stop — `hooks.before_end`, then a checkpoint unless that step has one.
+    ///
+    /// On data-parallel ranks ([`Self::set_collective`]) rank 0 alone writes files and runs
+    /// the hooks; the others follow its decision to stop. The ranks' parameters are compared
+    /// first and every `distributed.checksum_every` steps.
     ///
     /// # Errors
     /// The first [`TrainError`] or hook error; metrics written and checkpoints saved so far
@@ -775,40 +932,60 @@ where
             let path = path.to_path_buf();
             move |source| TrainError::from(CheckpointError::Io { path, source })
         };
-        let mut writer = MetricsWriter::open_at(run_dir, self.cfg.metrics_format, self.step)
-            .map_err(io(run_dir))?;
+        let lead = self.collective.rank() == 0;
+        let mut writer = match lead {
+            true => Some(
+                MetricsWriter::open_at(run_dir, self.cfg.metrics_format, self.step)
+                    .map_err(io(run_dir))?,
+            ),
+            false => None,
+        };
+        self.check_parameters()?;
         let checkpoints = run_dir.join("checkpoints");
         let mut saved_at = None;
         while self.step < self.cfg.steps {
             let report = self.step()?;
-            writer.write(&report.metrics).map_err(io(writer.path()))?;
-            let m = &report.metrics;
-            tracing::info!(
-                step = report.step,
-                reward = m.get(names::REWARD_MEAN).copied().unwrap_or(f64::NAN),
-                loss = m.get(names::LOSS).copied().unwrap_or(f64::NAN),
-                seconds = m.get(names::TIME_STEP).copied().unwrap_or(f64::NAN),
-                "step"
-            );
-            // The hook (which may evaluate and log) runs before the checkpoint: a run killed in
-            // between resumes from the previous checkpoint and repeats both.
-            let flow = hooks.after_step(self, &report)?;
-            let every = self.cfg.checkpoint_every;
-            if every > 0 && self.step.is_multiple_of(every) {
-                let path = self.save_checkpoint(&checkpoints)?;
-                saved_at = Some(self.step);
-                hooks.after_checkpoint(self.step, &path)?;
+            let mut flow = Flow::Continue;
+            if let Some(writer) = writer.as_mut() {
+                writer.write(&report.metrics).map_err(io(writer.path()))?;
+                let m = &report.metrics;
+                tracing::info!(
+                    step = report.step,
+                    reward = m.get(names::REWARD_MEAN).copied().unwrap_or(f64::NAN),
+                    loss = m.get(names::LOSS).copied().unwrap_or(f64::NAN),
+                    seconds = m.get(names::TIME_STEP).copied().unwrap_or(f64::NAN),
+                    "step"
+                );
+                // The hook (which may evaluate and log) runs before the checkpoint: a run
+                // killed in between resumes from the previous checkpoint and repeats both.
+                flow = hooks.after_step(self, &report)?;
+                let every = self.cfg.checkpoint_every;
+                if every > 0 && self.step.is_multiple_of(every) {
+                    let path = self.save_checkpoint(&checkpoints)?;
+                    saved_at = Some(self.step);
+                    hooks.after_checkpoint(self.step, &path)?;
+                }
             }
-            if flow == Flow::Stop {
+            if self.agree_to_stop(flow)? {
                 break;
             }
         }
-        hooks.before_end(self)?;
-        if saved_at != Some(self.step) {
-            let path = self.save_checkpoint(&checkpoints)?;
-            hooks.after_checkpoint(self.step, &path)?;
+        if lead {
+            hooks.before_end(self)?;
+            if saved_at != Some(self.step) {
+                let path = self.save_checkpoint(&checkpoints)?;
+                hooks.after_checkpoint(self.step, &path)?;
+            }
         }
+        self.check_parameters()?;
         Ok(())
+    }
+
+    /// Whether to stop after this step: rank 0's `flow`, on every rank.
+    fn agree_to_stop(&self, flow: Flow) -> Result<bool, TrainError> {
+        let mine = [u8::from(flow == Flow::Stop)];
+        let lead = broadcast_bytes(self.collective.as_ref(), "stop after the step", &mine)?;
+        Ok(lead.first() == Some(&1))
     }
 
     /// Writes a checkpoint of everything a bit-identical resume needs (trainable weights,
@@ -1011,6 +1188,17 @@ fn batch_split(cfg: &TrainConfig) -> BatchSplit {
         micro_batch_size: cfg.micro_batch_size,
         epochs: cfg.ppo_epochs,
     }
+}
+
+/// A step's collective work on this rank (data-parallel training).
+#[derive(Debug, Clone, Copy, Default)]
+struct Communication {
+    /// Seconds in collective operations.
+    seconds: f64,
+    /// This rank's loss tokens (the distillation term's when distilling).
+    loss_tokens: f64,
+    /// Bytes of the gradient all-reduces.
+    reduced_bytes: usize,
 }
 
 /// What [`SdpoTrainer::update`] hands back to the step.

@@ -7,6 +7,7 @@
 //! [`WarmupSchedule`]. The schedule advances once per training step: every update of a step
 //! uses the same learning rate (verl steps its scheduler once per `update_policy`).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::TrainBackend;
@@ -18,6 +19,8 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use sdpo_models::arch::CausalDecoder;
 use sdpo_models::scoring::{response_log_probs, response_logits};
 
+use crate::collective::gradients::all_reduce_gradients;
+use crate::collective::Collective;
 use crate::error::TrainError;
 use crate::grad_norm::{clip_global_norm, global_norm};
 use crate::policy::{Policy, StepItem};
@@ -44,8 +47,13 @@ pub struct UpdateOutcome {
     pub skipped: usize,
     /// The learning rate of the step.
     pub learning_rate: f64,
-    /// Seconds spent on gradient norms and optimizer updates.
+    /// Seconds spent on gradient norms and optimizer updates (the gradient all-reduce
+    /// included).
     pub update_seconds: f64,
+    /// Seconds spent in the gradient all-reduce (data-parallel ranks only).
+    pub reduce_seconds: f64,
+    /// Bytes this rank all-reduced for the gradients (data-parallel ranks only).
+    pub reduced_bytes: usize,
 }
 
 impl UpdateOutcome {
@@ -64,7 +72,8 @@ pub struct Updater<B: TrainBackend, O, S> {
     mini_batches: usize,
     micro_batch_size: usize,
     epochs: usize,
-    _backend: std::marker::PhantomData<B>,
+    /// The data-parallel ranks the gradients are summed over (`None`: one process).
+    collective: Option<Arc<dyn Collective<B::InnerBackend>>>,
 }
 
 impl<B, O, S> Updater<B, O, S>
@@ -84,8 +93,14 @@ where
             mini_batches: batches.mini_batches,
             micro_batch_size: batches.micro_batch_size,
             epochs: batches.epochs,
-            _backend: std::marker::PhantomData,
+            collective: None,
         }
+    }
+
+    /// Sums every mini-batch's gradients over the ranks of `collective` before the norm, the
+    /// clip and the optimizer (which then take the same step on every rank).
+    pub fn set_collective(&mut self, collective: Arc<dyn Collective<B::InnerBackend>>) {
+        self.collective = (collective.world_size() > 1).then_some(collective);
     }
 
     /// A batch of `n` samples as mini-batches of micro-batches (sample indices).
@@ -109,10 +124,12 @@ where
     /// Runs the step's updates on `policy`: for each mini-batch, `pass(policy, samples,
     /// loss_scale)` per micro-batch (its scalars and gradients, the loss already multiplied by
     /// `loss_scale` = 1 / micro-batches), then one optimizer update with the accumulated
-    /// gradients unless the loss or their norm is not finite.
+    /// gradients (summed over the ranks first, when data-parallel) unless the loss or their
+    /// norm is not finite (on any rank).
     ///
     /// # Errors
-    /// The first error of `pass`; updates already applied stay applied.
+    /// The first error of `pass` or of the gradient all-reduce; updates already applied stay
+    /// applied.
     pub fn update(
         &mut self,
         policy: &mut Policy<B>,
@@ -140,6 +157,18 @@ where
             }
             let t0 = Instant::now();
             let mut grads = accumulator.grads();
+            if let Some(collective) = &self.collective {
+                let (all_finite, stats) = all_reduce_gradients::<B, _>(
+                    policy,
+                    &mut grads,
+                    finite,
+                    collective.as_ref(),
+                    "gradients",
+                )?;
+                finite = all_finite;
+                outcome.reduce_seconds += stats.seconds;
+                outcome.reduced_bytes += stats.bytes;
+            }
             let norm = match self.max_grad_norm {
                 Some(max) => clip_global_norm::<B, _>(policy, &mut grads, max),
                 None => global_norm::<B, _>(policy, &grads),

@@ -18,7 +18,8 @@ use rand::{Rng, SeedableRng};
 use sdpo::models::arch::ModelConfig;
 use sdpo::models::generate::sampling::apply_repetition_penalty;
 use sdpo::models::generate::{
-    generate, left_pad, sampler_rng, Generation, GenerationError, SamplingError, SamplingParams,
+    generate, left_pad, sampler_rng, Generation, GenerationError, RowStreams, SamplingError,
+    SamplingParams,
 };
 use sdpo::models::scoring::{
     concat_prompt_response, gather_logits, response_log_probs, response_logits, response_topk,
@@ -351,6 +352,57 @@ pub fn greedy_rows_do_not_depend_on_the_batch<B: Target>() {
             "alone vs batch",
         );
     }
+}
+
+/// With one stream per row, a sampled row does not depend on the batch it is generated in:
+/// what makes data-parallel ranks draw the samples one process would.
+pub fn sampled_rows_with_their_own_streams_do_not_depend_on_the_batch<B: Target>() {
+    let model = model::<B>("qwen2_bf16");
+    let prompts = prompts(&[4, 7, 1, 5], 256, 3);
+    let params = sampling(12);
+    let key = 77;
+    let (ids, mask) = left_pad::<B>(&prompts, PAD, &Default::default());
+    let batch = generate(
+        &model,
+        ids,
+        mask,
+        &params,
+        PAD,
+        &mut RowStreams::new(key, 10, 4),
+    )
+    .unwrap();
+    for (r, prompt) in prompts.iter().enumerate() {
+        let (ids, mask) = left_pad::<B>(std::slice::from_ref(prompt), PAD, &Default::default());
+        let mut own = RowStreams::new(key, 10 + r as u64, 1);
+        let alone = generate(&model, ids, mask, &params, PAD, &mut own).unwrap();
+        assert_eq!(alone.tokens[0], batch.tokens[r], "row {r}");
+    }
+    // Other streams draw other samples; a source for another number of rows is an error.
+    let (ids, mask) = left_pad::<B>(&prompts, PAD, &Default::default());
+    let other = generate(
+        &model,
+        ids.clone(),
+        mask.clone(),
+        &params,
+        PAD,
+        &mut RowStreams::new(key, 0, 4),
+    );
+    assert_ne!(other.unwrap().tokens, batch.tokens);
+    let wrong = generate(
+        &model,
+        ids,
+        mask,
+        &params,
+        PAD,
+        &mut RowStreams::new(key, 0, 3),
+    );
+    assert!(matches!(
+        wrong,
+        Err(GenerationError::StreamCount {
+            streams: 3,
+            batch: 4
+        })
+    ));
 }
 
 pub fn generation_log_probs_equal_scoring_of_the_generated_batch<B: Target>() {

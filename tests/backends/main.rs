@@ -16,6 +16,7 @@
 //! allow what those differences can produce ([`Target::GPU`]) and no more.
 
 mod common;
+mod data_parallel;
 mod generation;
 mod gradients;
 mod lora;
@@ -117,6 +118,7 @@ macro_rules! all_tests {
                 generation_ends_when_every_row_has_stopped,
                 max_new_tokens_is_respected,
                 greedy_rows_do_not_depend_on_the_batch,
+                sampled_rows_with_their_own_streams_do_not_depend_on_the_batch,
                 generation_log_probs_equal_scoring_of_the_generated_batch,
                 device_selection_equals_the_host_reference,
                 host_copies_are_ids_only,
@@ -155,6 +157,9 @@ macro_rules! all_tests {
                 ema_teacher_stays_put_when_the_step_applied_no_update,
                 on_policy_steps_run_one_student_forward_per_micro_batch,
                 the_blends_grpo_term_reaches_the_weights,
+            ],
+            data_parallel: [
+                local_peers_train_like_one_process_on_the_whole_batch,
             ],
         }
     };

@@ -115,7 +115,7 @@ fn params_of<I: Backend, M: Module<I>>(m: &M) -> HashMap<ParamId, Vec<f32>> {
 }
 
 /// Parameter values in module order (ids differ between separately built trainers).
-fn values_in_order<I: Backend, M: Module<I>>(m: &M) -> Vec<Vec<f32>> {
+pub(crate) fn values_in_order<I: Backend, M: Module<I>>(m: &M) -> Vec<Vec<f32>> {
     struct Collect(Vec<Vec<f32>>);
     impl<I: Backend> burn::module::ModuleVisitor<I> for Collect {
         fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<I, D>>) {
@@ -134,6 +134,7 @@ fn pass_settings(sdpo: &SdpoConfig) -> Arc<StepSettings> {
         temperature: 1.0,
         loss_scale: 1.0,
         rollout_is: Default::default(),
+        shares: Default::default(),
     })
 }
 

@@ -3,8 +3,8 @@
 //! [`generate`] runs one prefill over the left-padded prompts (filling a [`KvCache`]), then
 //! feeds exactly one new token per row and step with that cache, so the prefix is never run
 //! again. Each step filters and draws on the device ([`select`]: temperature, top-k, top-p,
-//! min-p, the inverse-CDF draw at one uniform number per row from the caller's seeded
-//! [`SamplerRng`]); only the chosen ids (`[batch]` ints) are copied to the host, where the
+//! min-p, the inverse-CDF draw at one uniform number per row from the caller's [`Uniforms`]:
+//! a seeded [`SamplerRng`] shared by the rows, or one stream per row, [`RowStreams`]); only the chosen ids (`[batch]` ints) are copied to the host, where the
 //! stop check needs them. The log-probabilities stay on the device until the end.
 //! [`sampling`] is the same selection on the host, one row at a time: the reference the
 //! device path is tested against.
@@ -14,7 +14,10 @@
 //! for every row of the batch, finished or not. A row's tokens therefore depend only on its
 //! own logits and on `(seed, row index, step)`: a row that stops early changes nothing for
 //! the others, and the same seed gives the same samples. Moving a prompt to another row index
-//! (or generating it alone) gives it other random numbers; greedy decoding draws nothing and
+//! (or generating it alone) gives it other random numbers — unless each row draws from a
+//! stream of its own ([`RowStreams`]): then a row's samples depend only on its stream, not on
+//! the batch it is generated in (the trainer numbers streams by sample, so one process and
+//! several data-parallel ranks draw the same samples). Greedy decoding draws nothing and
 //! does not depend on the batch. The same seed gives the same samples on the same backend;
 //! another backend may round a draw that falls within float32 rounding of a boundary between
 //! two tokens to the neighbour. Finished rows stay in the batch: they are fed `pad_id`,
@@ -45,6 +48,59 @@ pub type SamplerRng = rand_chacha::ChaCha8Rng;
 /// A seeded [`SamplerRng`].
 pub fn sampler_rng(seed: u64) -> SamplerRng {
     rand::SeedableRng::seed_from_u64(seed)
+}
+
+/// Where sampling's random numbers come from: one uniform number in `[0, 1)` per row of the
+/// batch and generated token.
+pub trait Uniforms {
+    /// The rows this source serves, when it serves a fixed number (`None`: any).
+    fn rows(&self) -> Option<usize> {
+        None
+    }
+
+    /// One uniform number for each of `rows` rows, in row order.
+    fn next_uniforms(&mut self, rows: usize) -> Vec<f32>;
+}
+
+/// One generator shared by the rows: each step draws the rows' numbers in row order.
+impl Uniforms for SamplerRng {
+    fn next_uniforms(&mut self, rows: usize) -> Vec<f32> {
+        (0..rows).map(|_| self.random::<f64>() as f32).collect()
+    }
+}
+
+/// One stream per row: a row's numbers do not depend on the other rows of the batch.
+#[derive(Debug, Clone)]
+pub struct RowStreams(Vec<SamplerRng>);
+
+impl RowStreams {
+    /// Streams `first .. first + rows` of the ChaCha8 key `seed` (stream `i` is the `i`-th
+    /// sample's wherever it is generated).
+    pub fn new(seed: u64, first: u64, rows: usize) -> Self {
+        Self(
+            (first..first + rows as u64)
+                .map(|stream| {
+                    let mut rng = sampler_rng(seed);
+                    rng.set_stream(stream);
+                    rng
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Uniforms for RowStreams {
+    fn rows(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+
+    fn next_uniforms(&mut self, rows: usize) -> Vec<f32> {
+        self.0
+            .iter_mut()
+            .take(rows)
+            .map(|rng| rng.random::<f64>() as f32)
+            .collect()
+    }
 }
 
 /// Why generation cannot run.
@@ -117,6 +173,14 @@ pub enum GenerationError {
         /// The model's `max_position_embeddings`.
         max_positions: usize,
     },
+    /// A source of random numbers with one stream per row has another number of rows.
+    #[error("the sampler has {streams} row streams for a batch of {batch} prompts")]
+    StreamCount {
+        /// Streams of the source.
+        streams: usize,
+        /// Rows of the batch.
+        batch: usize,
+    },
     /// The model produced logits that cannot be sampled from.
     #[error("row {row}, new token {step}: {source}")]
     BadLogits {
@@ -171,13 +235,13 @@ struct Row {
 /// [`GenerationError`]: invalid params, an empty batch or prompt, a batch that is not
 /// left-padded or holds ids outside the vocabulary, a `pad_id` outside the vocabulary, a
 /// prompt with `max_position_embeddings` tokens or more, non-finite logits.
-pub fn generate<B: Backend, M: CausalDecoder<B>>(
+pub fn generate<B: Backend, M: CausalDecoder<B>, U: Uniforms + ?Sized>(
     model: &M,
     prompt_ids: Tensor<B, 2, Int>,
     prompt_mask: Tensor<B, 2, Bool>,
     params: &SamplingParams,
     pad_id: u32,
-    rng: &mut SamplerRng,
+    rng: &mut U,
 ) -> Result<Generation<B>, GenerationError> {
     params.validate()?;
     let config = model.model_config();
@@ -192,6 +256,9 @@ pub fn generate<B: Backend, M: CausalDecoder<B>>(
         return Err(GenerationError::PadIdOutOfVocab { pad_id, vocab_size });
     }
     let [batch, width] = prompt_ids.dims();
+    if let Some(streams) = rng.rows().filter(|&s| s != batch) {
+        return Err(GenerationError::StreamCount { streams, batch });
+    }
     let device = prompt_ids.device();
     let _span = tracing::debug_span!("generate", batch, prompt_len = width).entered();
 
@@ -218,7 +285,7 @@ pub fn generate<B: Backend, M: CausalDecoder<B>>(
     for step in 0..params.max_new_tokens {
         // One uniform per row and step, finished rows included (see the module docs).
         let uniforms = (!params.is_greedy()).then(|| {
-            let u: Vec<f32> = (0..batch).map(|_| rng.random::<f64>() as f32).collect();
+            let u = rng.next_uniforms(batch);
             Tensor::<B, 1>::from_data(TensorData::new(u, [batch]), &device)
         });
         let mut step_logits = logits.flatten::<2>(1, 2);

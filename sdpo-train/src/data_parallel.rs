@@ -1,0 +1,247 @@
+//! The trainer's side of data parallelism (docs/distributed.md): each rank trains on its own
+//! prompt groups, and these pieces make the ranks' step equal to one process's step on the
+//! whole batch —
+//!
+//! - [`LossShares`]: each pass's loss terms divided by the *global* denominators (tokens,
+//!   sequences or response width over every rank's matching pass, per `loss_agg_mode`), so the
+//!   summed gradients are those of one process;
+//! - [`reduce_metrics`]: the step's metrics over the ranks;
+//! - [`parameter_checksum`] / [`check_parameters`]: the ranks' parameters compared.
+//!
+//! The gradient all-reduce itself is [`crate::collective::gradients`], run by the updater.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::Backend;
+use burn::tensor::{ElementConversion, Tensor};
+
+use sdpo_core::LossAggMode;
+
+use crate::collective::{all_gather_scalar, Collective, CollectiveError, ReduceOp};
+use crate::metrics_log::Metrics;
+
+/// Factors a pass's loss terms are multiplied by: this rank's denominator over the global one
+/// (1 in one process).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossShares {
+    /// For the distillation term (tokens or samples with a teacher signal).
+    pub distillation: f64,
+    /// For the GRPO term (every response token or sample).
+    pub policy: f64,
+}
+
+impl Default for LossShares {
+    fn default() -> Self {
+        Self {
+            distillation: 1.0,
+            policy: 1.0,
+        }
+    }
+}
+
+/// One pass's denominators on this rank.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    policy_tokens: f64,
+    policy_sequences: f64,
+    distill_tokens: f64,
+    distill_sequences: f64,
+}
+
+impl Counts {
+    fn of(samples: &[usize], tokens: &[f64], signal: &[f64]) -> Self {
+        let mut c = Self::default();
+        for &i in samples {
+            let (t, with_signal) = (tokens[i], signal[i] > 0.0);
+            c.policy_tokens += t;
+            c.policy_sequences += f64::from(u8::from(t > 0.0));
+            if with_signal {
+                c.distill_tokens += t;
+                c.distill_sequences += f64::from(u8::from(t > 0.0));
+            }
+        }
+        c
+    }
+
+    fn to_vec(self) -> [f64; 4] {
+        [
+            self.policy_tokens,
+            self.policy_sequences,
+            self.distill_tokens,
+            self.distill_sequences,
+        ]
+    }
+}
+
+/// The loss shares of every pass (`passes[k]` are pass `k`'s sample indices, the same
+/// structure on every rank), from this rank's loss tokens per sample (`tokens[i]`), which
+/// samples have a teacher signal (`signal[i] > 0`) and its padded response width.
+///
+/// # Errors
+/// [`CollectiveError`] from the two scalar all-reduces (counts summed, widths maxed).
+pub fn loss_shares<B: Backend>(
+    collective: &dyn Collective<B>,
+    passes: &[Vec<usize>],
+    tokens: &[f64],
+    signal: &[f64],
+    width: usize,
+    mode: LossAggMode,
+) -> Result<Vec<LossShares>, CollectiveError> {
+    let local: Vec<Counts> = passes
+        .iter()
+        .map(|p| Counts::of(p, tokens, signal))
+        .collect();
+    let mut global: Vec<f64> = local.iter().flat_map(|c| c.to_vec()).collect();
+    collective.all_reduce_scalars("loss denominators", &mut global, ReduceOp::Sum)?;
+    let mut widest = [width as f64];
+    collective.all_reduce_scalars("response width", &mut widest, ReduceOp::Max)?;
+    let share = |mine: f64, all: f64| mine.max(1.0) / all.max(1.0);
+    Ok(local
+        .iter()
+        .zip(global.chunks(4))
+        .map(|(mine, all)| {
+            let [pt, ps, dt, ds] = mine.to_vec();
+            match mode {
+                LossAggMode::TokenMean => LossShares {
+                    policy: share(pt, all[0]),
+                    distillation: share(dt, all[2]),
+                },
+                LossAggMode::SeqMeanTokenSum | LossAggMode::SeqMeanTokenMean => LossShares {
+                    policy: share(ps, all[1]),
+                    distillation: share(ds, all[3]),
+                },
+                LossAggMode::SeqMeanTokenSumNorm => {
+                    let s = share(width as f64, widest[0]);
+                    LossShares {
+                        policy: s,
+                        distillation: s,
+                    }
+                }
+            }
+        })
+        .collect())
+}
+
+/// How the ranks' values of a metric combine: times and maxima take the largest, minima the
+/// smallest, everything else the mean over the ranks that have the metric (exact for
+/// per-sample means, since every rank has as many samples; the mean of the ranks' values for
+/// spreads and per-token means).
+fn combine(name: &str, values: &[f64]) -> f64 {
+    let finite = || values.iter().copied();
+    if name.starts_with("time/") || name.ends_with("/max") || name.ends_with("_max") {
+        finite().fold(f64::NEG_INFINITY, f64::max)
+    } else if name.ends_with("/min") || name.ends_with("_min") {
+        finite().fold(f64::INFINITY, f64::min)
+    } else {
+        finite().sum::<f64>() / values.len().max(1) as f64
+    }
+}
+
+/// The step's metrics combined over the ranks (the same result on every rank).
+///
+/// # Errors
+/// [`CollectiveError`] from the all-gather.
+pub fn reduce_metrics<B: Backend>(
+    collective: &dyn Collective<B>,
+    metrics: &Metrics,
+) -> Result<Metrics, CollectiveError> {
+    let bytes = serde_json::to_vec(metrics).unwrap_or_default();
+    let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for part in collective.all_gather_bytes("metrics", &bytes)? {
+        let m: Metrics = serde_json::from_slice(&part).map_err(|e| CollectiveError::Engine {
+            what: "metrics".into(),
+            message: format!("a rank sent unreadable metrics: {e}"),
+        })?;
+        for (name, v) in m {
+            values.entry(name).or_default().push(v);
+        }
+    }
+    Ok(values
+        .into_iter()
+        .map(|(name, v)| {
+            let c = combine(&name, &v);
+            (name, c)
+        })
+        .collect())
+}
+
+/// Sums every float parameter, each weighted by its position in the visiting order, in
+/// `f64`: equal parameters give equal checksums, bit for bit.
+struct Checksum<B: Backend> {
+    parts: Vec<Tensor<B, 1>>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Checksum<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let k = (self.parts.len() + 1) as f64;
+        let v = param.val();
+        self.parts
+            .push((v.clone().sum() + v.powi_scalar(2).sum()).mul_scalar(k));
+    }
+}
+
+/// A checksum of `module`'s float parameters (sum and sum of squares, weighted by position).
+pub fn parameter_checksum<B: Backend, M: Module<B>>(module: &M) -> f64 {
+    let mut c = Checksum { parts: Vec::new() };
+    module.visit(&mut c);
+    c.parts
+        .into_iter()
+        .map(|t| t.into_scalar().elem::<f64>())
+        .sum()
+}
+
+/// Compares this rank's `checksum` with every other rank's.
+///
+/// # Errors
+/// [`CollectiveError::Drift`] naming the ranks whose checksum differs from rank 0's; errors of
+/// the all-reduce.
+pub fn check_parameters<B: Backend>(
+    collective: &dyn Collective<B>,
+    checksum: f64,
+    step: usize,
+) -> Result<(), CollectiveError> {
+    let all = all_gather_scalar(collective, "parameter checksum", checksum)?;
+    let ranks: Vec<usize> = (1..all.len())
+        .filter(|&r| all[r].to_bits() != all[0].to_bits())
+        .collect();
+    match ranks.is_empty() {
+        true => Ok(()),
+        false => Err(CollectiveError::Drift {
+            step,
+            ranks,
+            checksums: all,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collective::SingleProcess;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn one_process_shares_are_one() {
+        let passes = vec![vec![0, 1], vec![2]];
+        let shares = loss_shares::<NdArray>(
+            &SingleProcess,
+            &passes,
+            &[3.0, 0.0, 5.0],
+            &[1.0, 0.0, 0.0],
+            5,
+            LossAggMode::TokenMean,
+        )
+        .unwrap();
+        // A pass without distillation tokens has share max(0, 1) / max(0, 1) = 1 (its term is 0).
+        assert_eq!(shares, vec![LossShares::default(); 2]);
+    }
+
+    #[test]
+    fn metrics_combine_by_kind() {
+        assert_eq!(combine("time/step", &[1.0, 3.0]), 3.0);
+        assert_eq!(combine("reward/min", &[1.0, 3.0]), 1.0);
+        assert_eq!(combine("reward/max", &[1.0, 3.0]), 3.0);
+        assert_eq!(combine("reward/mean", &[1.0, 3.0]), 2.0);
+    }
+}
