@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod commands;
+pub mod distributed;
 pub mod error;
 #[cfg(feature = "ndarray")]
 pub mod fuzzing;

@@ -24,6 +24,7 @@ use sdpo_train::trainer::AdamWOptimizer;
 use sdpo_train::{FitHooks, Flow, SdpoTrainer, StepReport};
 
 use crate::backend::{dispatch, ensure_compiled, BackendKind, Dispatch};
+use crate::distributed::World;
 use crate::error::CliError;
 use crate::interrupt;
 use crate::job::{build_job, grpo_config, grpo_trainer, mean_of_last, resume_job};
@@ -77,10 +78,40 @@ struct Plan {
     dir: PathBuf,
     start: Start,
     compare_grpo: bool,
+    /// The ranks this process is one of (one, unless started by `mpirun`).
+    world: World,
+}
+
+/// A plan as rank 0 shares it with the other ranks.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedPlan {
+    config: String,
+    dir: PathBuf,
+    start: Start,
+}
+
+impl Plan {
+    fn shared(&self) -> Result<SharedPlan, CliError> {
+        Ok(SharedPlan {
+            config: self.cfg.to_ron_string()?,
+            dir: self.dir.clone(),
+            start: self.start.clone(),
+        })
+    }
+
+    fn from_shared(shared: SharedPlan, world: World) -> Result<Self, CliError> {
+        Ok(Self {
+            cfg: RunConfig::from_run_file_text(&shared.config, "rank 0's run config")?,
+            dir: shared.dir,
+            start: shared.start,
+            compare_grpo: false,
+            world,
+        })
+    }
 }
 
 /// Where training starts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Start {
     /// A new run folder.
     Fresh,
@@ -97,6 +128,10 @@ enum Start {
 /// compiled in, a run folder in use, a failure while training, or
 /// [`CliError::Interrupted`] after a signal stopped training (checkpoint written).
 pub fn train(args: TrainArgs, backend: Option<BackendKind>) -> Result<(), CliError> {
+    let world = World::from_environment()?;
+    if world.size() > 1 {
+        return train_as_rank(args, backend, world);
+    }
     interrupt::install()?;
     let (plan, lock) = plan(args, backend)?;
     let result = ensure_compiled(plan.cfg.backend).and_then(|()| dispatch(plan.cfg.backend, plan));
@@ -106,6 +141,48 @@ pub fn train(args: TrainArgs, backend: Option<BackendKind>) -> Result<(), CliErr
             Err(e)
         }
         other => other,
+    }
+}
+
+/// `sdpo train` as one rank of `mpirun -np N`: rank 0 settles the plan (and holds the run
+/// folder) and shares it; every rank trains; an error on any rank ends every rank
+/// ([`World::fail`]): the others may wait in an operation that rank will never join.
+fn train_as_rank(
+    args: TrainArgs,
+    backend: Option<BackendKind>,
+    world: World,
+) -> Result<(), CliError> {
+    // No graceful stop on a signal here: Open MPI ends a job (Ctrl-C on mpirun, a rank's
+    // abort) by SIGTERM to every rank, which must end them; the run resumes from its last
+    // checkpoint (written atomically).
+    // Rank 0 alone reads the arguments and files; it holds the folder until the end.
+    let mut held = None;
+    let mine = match world.is_lead() {
+        true => {
+            let planned = match args.compare_grpo {
+                true => Err(CliError::Argument {
+                    arg: "--compare-grpo".into(),
+                    reason: "runs in one process; start the two runs with mpirun one after the other (--set train.sdpo.distillation_weight=0 for GRPO)".into(),
+                }),
+                false => plan(args, backend),
+            };
+            let (plan, lock) = planned.unwrap_or_else(|e| world.fail(&e));
+            held = Some(lock);
+            Some(plan.shared().unwrap_or_else(|e| world.fail(&e)))
+        }
+        false => None,
+    };
+    let shared = world
+        .share("run plan", mine.as_ref())
+        .unwrap_or_else(|e| world.fail(&e));
+    let plan = Plan::from_shared(shared, world.clone()).unwrap_or_else(|e| world.fail(&e));
+    world.set_timeout(plan.cfg.train.distributed.timeout_secs);
+    let result = ensure_compiled(plan.cfg.backend).and_then(|()| dispatch(plan.cfg.backend, plan));
+    drop(held);
+    match result {
+        Ok(()) => Ok(()),
+        Err(e @ CliError::Interrupted { .. }) => Err(e),
+        Err(e) => world.fail(&e),
     }
 }
 
@@ -140,6 +217,7 @@ fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<(Plan, RunLock)
         dir,
         start: Start::Fresh,
         compare_grpo: args.compare_grpo,
+        world: World::default(),
     };
     Ok((plan, lock))
 }
@@ -205,6 +283,7 @@ fn plan_resume(
         dir: dir.to_path_buf(),
         start,
         compare_grpo: false,
+        world: World::default(),
     };
     Ok((plan, lock))
 }
@@ -238,16 +317,20 @@ impl Dispatch for Plan {
         // Before any model work (the built-in job's warm start takes minutes).
         cfg.train.precision.check::<B>(&device)?;
         let mut summaries = Vec::new();
-        if self.start == Start::Restart {
+        let lead = self.world.is_lead();
+        if self.start == Start::Restart && lead {
             clear_outputs(&self.dir)?;
         }
         if let Start::Resume(checkpoint) = &self.start {
-            eprintln!(
-                "resuming {} from {} on {}",
-                self.dir.display(),
-                checkpoint.display(),
-                cfg.backend.name()
-            );
+            if lead {
+                eprintln!(
+                    "resuming {} from {} on {}{}",
+                    self.dir.display(),
+                    checkpoint.display(),
+                    cfg.backend.name(),
+                    ranks_note(&self.world)
+                );
+            }
             let mut job = resume_job::<B>(cfg, &self.dir, checkpoint, &device)?;
             let done = job.trainer.steps_done();
             if done >= cfg.train.steps {
@@ -258,6 +341,10 @@ impl Dispatch for Plan {
                         cfg.train.steps
                     ),
                 });
+            }
+            self.world.attach(&mut job.trainer)?;
+            if !lead {
+                return follow(&mut job.trainer, &self.dir);
             }
             write_file(&self.dir, RUN_CONFIG, cfg.to_ron_string()?.as_bytes())?;
             // Evaluations of steps after the checkpoint were made by a run killed after it.
@@ -283,17 +370,18 @@ impl Dispatch for Plan {
                 previous.as_ref().map_or(0.0, |r| r.warm_start_secs),
             )?);
         } else {
-            eprintln!(
-                "run folder {} ({} on {}, {}, {})",
-                self.dir.display(),
-                cfg.model.describe(),
-                cfg.backend.name(),
-                data_description(cfg),
-                loss_kernels::<B>(cfg, &device)
-            );
-            let warm = cfg
-                .warm_starts()
-                .then(|| warm_start_bar(cfg.warm_start.steps));
+            if lead {
+                eprintln!(
+                    "run folder {} ({} on {}, {}, {}{})",
+                    self.dir.display(),
+                    cfg.model.describe(),
+                    cfg.backend.name(),
+                    data_description(cfg),
+                    loss_kernels::<B>(cfg, &device),
+                    ranks_note(&self.world)
+                );
+            }
+            let warm = (cfg.warm_starts() && lead).then(|| warm_start_bar(cfg.warm_start.steps));
             // Shown: the mean loss of the last tenth of the steps (batches are grouped by
             // length, so single steps' losses jump between short and long prompts).
             let tenth = (cfg.warm_start.steps / 10).max(1);
@@ -322,6 +410,10 @@ impl Dispatch for Plan {
                     job.warm_start_secs,
                     job.warm_start_loss.unwrap_or(f64::NAN)
                 );
+            }
+            self.world.attach(&mut job.trainer)?;
+            if !lead {
+                return follow(&mut job.trainer, &self.dir);
             }
             // The folder appears once the model and data are ready.
             std::fs::create_dir_all(&self.dir).map_err(CliError::io(&self.dir))?;
@@ -403,6 +495,22 @@ impl Dispatch for Plan {
             });
         }
         Ok(())
+    }
+}
+
+/// A rank other than 0: the same steps as rank 0, which writes every file and decides when
+/// to stop.
+fn follow<B: TrainBackend>(trainer: &mut SdpoTrainer<B>, dir: &Path) -> Result<(), CliError> {
+    interrupt::training_started();
+    trainer.fit(dir, &mut |_: &StepReport| true)?;
+    Ok(())
+}
+
+/// `, 2 ranks` on a data-parallel run (nothing for one).
+fn ranks_note(world: &World) -> String {
+    match world.size() {
+        1 => String::new(),
+        n => format!(", {n} data-parallel ranks"),
     }
 }
 

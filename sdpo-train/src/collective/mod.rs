@@ -194,6 +194,15 @@ impl<B: Backend> Collective<B> for SingleProcess {
     }
 }
 
+/// The number of ranks an MPI launcher started this process among, read from the variables
+/// launchers set (`OMPI_COMM_WORLD_SIZE`: Open MPI's `mpirun`; `PMI_SIZE`: MPICH's Hydra,
+/// Slurm's `srun --mpi=pmi2`); `None` when no launcher started it.
+pub fn launcher_world_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
 /// Every rank's value of `value` (rank `r`'s at index `r`), through a sum of one-hot vectors.
 ///
 /// # Errors
