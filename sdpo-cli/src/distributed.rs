@@ -20,6 +20,9 @@ use crate::error::{report, CliError};
 pub struct World {
     #[cfg(feature = "mpi")]
     mpi: Option<Arc<sdpo_train::collective::mpi::MpiCollective>>,
+    /// The NCCL communicator of a CUDA run, made on first use.
+    #[cfg(feature = "nccl")]
+    nccl: Arc<std::sync::OnceLock<Arc<sdpo_train::collective::nccl::NcclCollective>>>,
 }
 
 impl std::fmt::Debug for World {
@@ -51,6 +54,7 @@ impl World {
             })?;
             Ok(Self {
                 mpi: Some(Arc::new(mpi)),
+                ..Self::default()
             })
         }
         #[cfg(not(feature = "mpi"))]
@@ -104,14 +108,37 @@ impl World {
         Arc::new(SingleProcess)
     }
 
-    /// Makes `trainer` this process's rank (nothing to do for one rank).
+    /// Makes `trainer` (on `backend`) this process's rank (nothing to do for one rank). With
+    /// the `nccl` feature a CUDA run sums its gradients with NCCL on the GPUs.
     ///
     /// # Errors
-    /// [`CliError::Train`] when the batch does not split over the ranks.
-    pub fn attach<B: TrainBackend>(&self, trainer: &mut SdpoTrainer<B>) -> Result<(), CliError> {
-        if self.size() > 1 {
-            trainer.set_collective(self.collective::<B::InnerBackend>())?;
+    /// [`CliError::Train`] when the batch does not split over the ranks, or NCCL cannot start.
+    pub fn attach<B: TrainBackend>(
+        &self,
+        trainer: &mut SdpoTrainer<B>,
+        backend: crate::backend::BackendKind,
+    ) -> Result<(), CliError> {
+        if self.size() == 1 {
+            return Ok(());
         }
+        #[cfg(feature = "nccl")]
+        if let (Some(mpi), crate::backend::BackendKind::Cuda) = (&self.mpi, backend) {
+            use sdpo_train::collective::nccl::NcclCollective;
+            let nccl = match self.nccl.get() {
+                Some(n) => n.clone(),
+                None => {
+                    let n = Arc::new(
+                        NcclCollective::init(mpi.clone(), 0)
+                            .map_err(sdpo_train::TrainError::from)?,
+                    );
+                    self.nccl.get_or_init(|| n).clone()
+                }
+            };
+            trainer.set_collective(Arc::new(nccl))?;
+            return Ok(());
+        }
+        let _ = backend;
+        trainer.set_collective(self.collective::<B::InnerBackend>())?;
         Ok(())
     }
 

@@ -342,7 +342,7 @@ impl Dispatch for Plan {
                     ),
                 });
             }
-            self.world.attach(&mut job.trainer)?;
+            self.world.attach(&mut job.trainer, cfg.backend)?;
             if !lead {
                 return follow(&mut job.trainer, &self.dir);
             }
@@ -411,7 +411,7 @@ impl Dispatch for Plan {
                     job.warm_start_loss.unwrap_or(f64::NAN)
                 );
             }
-            self.world.attach(&mut job.trainer)?;
+            self.world.attach(&mut job.trainer, cfg.backend)?;
             if !lead {
                 return follow(&mut job.trainer, &self.dir);
             }

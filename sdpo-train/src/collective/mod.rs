@@ -9,6 +9,7 @@
 //! | [`SingleProcess`] | one | none (every operation is the identity) |
 //! | [`local::LocalPeer`] (feature `local-collective`) | threads of one process, one device each | Burn's local collective (`burn-collective`) for tensors, a host rendezvous for scalars |
 //! | [`mpi::MpiCollective`] (feature `mpi`) | processes, on one machine or several | MPI (Open MPI through the `mpi` crate), host buffers |
+//! | `nccl::NcclCollective` (feature `nccl`) | processes, one GPU each | NCCL on the device for CUDA tensors, MPI for the rest (compile-checked only) |
 //!
 //! Every operation names what it reduces (`what`, e.g. `gradients`), and every rank must call
 //! the same operations in the same order. An operation waits at most the collective's timeout
@@ -24,6 +25,8 @@ mod host;
 pub mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 
 pub use host::HostGroup;
 
