@@ -54,7 +54,8 @@ impl World {
             })?;
             Ok(Self {
                 mpi: Some(Arc::new(mpi)),
-                ..Self::default()
+                #[cfg(feature = "nccl")]
+                nccl: Default::default(),
             })
         }
         #[cfg(not(feature = "mpi"))]

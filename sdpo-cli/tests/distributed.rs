@@ -134,6 +134,25 @@ fn two_and_three_ranks_train_like_one_process_on_the_combined_batch() {
 }
 
 #[test]
+fn a_batch_that_does_not_split_over_the_ranks_is_refused_by_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // --smoke has 2 prompts per step: not a multiple of 3.
+    let args: Vec<String> = ["train", "--smoke", "--out", &run.display().to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let out = mpirun(3, &args).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("prompts_per_step") && stderr.contains("multiple of 3"),
+        "{stderr}"
+    );
+    assert!(!run.join("metrics.jsonl").exists(), "no step ran");
+}
+
+#[test]
 fn a_resumed_two_rank_run_equals_an_uninterrupted_one() {
     let tmp = tempfile::tempdir().unwrap();
     let straight = tmp.path().join("straight");

@@ -237,6 +237,101 @@ mod tests {
         assert_eq!(shares, vec![LossShares::default(); 2]);
     }
 
+    /// Ranks as threads meeting in a [`HostGroup`] (no tensors needed here).
+    struct Threads(usize, std::sync::Arc<crate::collective::HostGroup>);
+
+    impl Collective<NdArray> for Threads {
+        fn rank(&self) -> usize {
+            self.0
+        }
+        fn world_size(&self) -> usize {
+            self.1.world_size()
+        }
+        fn all_reduce_tensor(
+            &self,
+            _: &str,
+            _: Tensor<NdArray, 1>,
+        ) -> Result<Tensor<NdArray, 1>, CollectiveError> {
+            unreachable!("no tensors in these tests")
+        }
+        fn all_reduce_scalars(
+            &self,
+            what: &str,
+            values: &mut [f64],
+            op: ReduceOp,
+        ) -> Result<(), CollectiveError> {
+            self.1.all_reduce_scalars(self.0, what, values, op)
+        }
+        fn all_gather_bytes(
+            &self,
+            what: &str,
+            bytes: &[u8],
+        ) -> Result<Vec<Vec<u8>>, CollectiveError> {
+            self.1.all_gather_bytes(self.0, what, bytes)
+        }
+        fn barrier(&self, what: &str) -> Result<(), CollectiveError> {
+            self.1.barrier(self.0, what)
+        }
+    }
+
+    /// Runs `f(rank)` on three threads of one group; their results in rank order.
+    fn on_three_ranks<T: Send + 'static>(
+        f: impl Fn(Threads) -> T + Send + Sync + Copy + 'static,
+    ) -> Vec<T> {
+        let group = std::sync::Arc::new(crate::collective::HostGroup::new(
+            3,
+            std::time::Duration::from_secs(30),
+        ));
+        let handles: Vec<_> = (0..3)
+            .map(|r| {
+                let g = group.clone();
+                std::thread::spawn(move || f(Threads(r, g)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_drifting_rank_is_named() {
+        let results = on_three_ranks(|c| {
+            let checksum = if c.0 == 2 { 1.5 } else { 1.0 };
+            check_parameters::<NdArray>(&c, checksum, 7)
+        });
+        for r in results {
+            match r {
+                Err(CollectiveError::Drift { step: 7, ranks, .. }) => assert_eq!(ranks, vec![2]),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn shares_divide_by_the_global_denominators() {
+        // Rank r has one pass of samples with 2 + r tokens each, half with a signal.
+        let shares = on_three_ranks(|c| {
+            let tokens = vec![(2 + c.0) as f64; 2];
+            let width = 4 + c.0;
+            let modes = [
+                LossAggMode::TokenMean,
+                LossAggMode::SeqMeanTokenMean,
+                LossAggMode::SeqMeanTokenSumNorm,
+            ];
+            modes.map(|mode| {
+                loss_shares::<NdArray>(&c, &[vec![0, 1]], &tokens, &[1.0, 0.0], width, mode)
+                    .unwrap()[0]
+            })
+        });
+        // Global: 18 tokens (9 with a signal), 6 sequences (3 with a signal), width 6.
+        for (r, [token, seq, norm]) in shares.iter().enumerate() {
+            let t = (2 + r) as f64;
+            assert_eq!(token.policy, 2.0 * t / 18.0);
+            assert_eq!(token.distillation, t / 9.0);
+            assert_eq!(seq.policy, 2.0 / 6.0);
+            assert_eq!(seq.distillation, 1.0 / 3.0);
+            assert_eq!(norm.policy, (4 + r) as f64 / 6.0);
+        }
+    }
+
     #[test]
     fn metrics_combine_by_kind() {
         assert_eq!(combine("time/step", &[1.0, 3.0]), 3.0);

@@ -167,8 +167,23 @@ fn train_as_rank(
                 false => plan(args, backend),
             };
             let (plan, lock) = planned.unwrap_or_else(|e| world.fail(&e));
-            held = Some(lock);
-            Some(plan.shared().unwrap_or_else(|e| world.fail(&e)))
+            // Before any model work: the batch must split over the ranks.
+            let checked = plan
+                .cfg
+                .train
+                .validate_world(world.size())
+                .map_err(CliError::from);
+            let shared = checked.and_then(|()| plan.shared());
+            match shared {
+                Ok(shared) => {
+                    held = Some(lock);
+                    Some(shared)
+                }
+                Err(e) => {
+                    lock.release_removing_if_unused();
+                    world.fail(&e)
+                }
+            }
         }
         false => None,
     };
@@ -178,11 +193,15 @@ fn train_as_rank(
     let plan = Plan::from_shared(shared, world.clone()).unwrap_or_else(|e| world.fail(&e));
     world.set_timeout(plan.cfg.train.distributed.timeout_secs);
     let result = ensure_compiled(plan.cfg.backend).and_then(|()| dispatch(plan.cfg.backend, plan));
-    drop(held);
     match result {
         Ok(()) => Ok(()),
         Err(e @ CliError::Interrupted { .. }) => Err(e),
-        Err(e) => world.fail(&e),
+        Err(e) => {
+            if let Some(lock) = held {
+                lock.release_removing_if_unused();
+            }
+            world.fail(&e)
+        }
     }
 }
 
