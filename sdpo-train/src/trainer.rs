@@ -928,15 +928,11 @@ where
         run_dir: &Path,
         hooks: &mut H,
     ) -> Result<(), H::Error> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| TrainError::from(CheckpointError::Io { path, source })
-        };
         let lead = self.collective.rank() == 0;
         let mut writer = match lead {
             true => Some(
                 MetricsWriter::open_at(run_dir, self.cfg.metrics_format, self.step)
-                    .map_err(io(run_dir))?,
+                    .map_err(io_error(run_dir))?,
             ),
             false => None,
         };
@@ -945,27 +941,10 @@ where
         let mut saved_at = None;
         while self.step < self.cfg.steps {
             let report = self.step()?;
-            let mut flow = Flow::Continue;
-            if let Some(writer) = writer.as_mut() {
-                writer.write(&report.metrics).map_err(io(writer.path()))?;
-                let m = &report.metrics;
-                tracing::info!(
-                    step = report.step,
-                    reward = m.get(names::REWARD_MEAN).copied().unwrap_or(f64::NAN),
-                    loss = m.get(names::LOSS).copied().unwrap_or(f64::NAN),
-                    seconds = m.get(names::TIME_STEP).copied().unwrap_or(f64::NAN),
-                    "step"
-                );
-                // The hook (which may evaluate and log) runs before the checkpoint: a run
-                // killed in between resumes from the previous checkpoint and repeats both.
-                flow = hooks.after_step(self, &report)?;
-                let every = self.cfg.checkpoint_every;
-                if every > 0 && self.step.is_multiple_of(every) {
-                    let path = self.save_checkpoint(&checkpoints)?;
-                    saved_at = Some(self.step);
-                    hooks.after_checkpoint(self.step, &path)?;
-                }
-            }
+            let flow = match writer.as_mut() {
+                Some(writer) => self.record(writer, &report, hooks, &checkpoints, &mut saved_at)?,
+                None => Flow::Continue,
+            };
             if self.agree_to_stop(flow)? {
                 break;
             }
@@ -979,6 +958,39 @@ where
         }
         self.check_parameters()?;
         Ok(())
+    }
+
+    /// Rank 0's part of a step in [`Self::fit`]: the metrics written and logged, the hook,
+    /// then a checkpoint when one is due (recorded in `saved_at`).
+    fn record<H: FitHooks<B, O, S>>(
+        &mut self,
+        writer: &mut MetricsWriter,
+        report: &StepReport,
+        hooks: &mut H,
+        checkpoints: &Path,
+        saved_at: &mut Option<usize>,
+    ) -> Result<Flow, H::Error> {
+        writer
+            .write(&report.metrics)
+            .map_err(io_error(writer.path()))?;
+        let m = &report.metrics;
+        tracing::info!(
+            step = report.step,
+            reward = m.get(names::REWARD_MEAN).copied().unwrap_or(f64::NAN),
+            loss = m.get(names::LOSS).copied().unwrap_or(f64::NAN),
+            seconds = m.get(names::TIME_STEP).copied().unwrap_or(f64::NAN),
+            "step"
+        );
+        // The hook (which may evaluate and log) runs before the checkpoint: a run killed in
+        // between resumes from the previous checkpoint and repeats both.
+        let flow = hooks.after_step(self, report)?;
+        let every = self.cfg.checkpoint_every;
+        if every > 0 && self.step.is_multiple_of(every) {
+            let path = self.save_checkpoint(checkpoints)?;
+            *saved_at = Some(self.step);
+            hooks.after_checkpoint(self.step, &path)?;
+        }
+        Ok(flow)
     }
 
     /// Whether to stop after this step: rank 0's `flow`, on every rank.
@@ -1171,6 +1183,12 @@ where
         self.step = state.step;
         Ok(())
     }
+}
+
+/// A file error at `path` as a training error.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.to_path_buf();
+    move |source| TrainError::from(CheckpointError::Io { path, source })
 }
 
 /// Runs `f`, adding its seconds to `slot`.

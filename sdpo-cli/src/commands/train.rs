@@ -155,37 +155,12 @@ fn train_as_rank(
     // No graceful stop on a signal here: Open MPI ends a job (Ctrl-C on mpirun, a rank's
     // abort) by SIGTERM to every rank, which must end them; the run resumes from its last
     // checkpoint (written atomically).
-    // Rank 0 alone reads the arguments and files; it holds the folder until the end.
-    let mut held = None;
-    let mine = match world.is_lead() {
+    let (mine, held) = match world.is_lead() {
         true => {
-            let planned = match args.compare_grpo {
-                true => Err(CliError::Argument {
-                    arg: "--compare-grpo".into(),
-                    reason: "runs in one process; start the two runs with mpirun one after the other (--set train.sdpo.distillation_weight=0 for GRPO)".into(),
-                }),
-                false => plan(args, backend),
-            };
-            let (plan, lock) = planned.unwrap_or_else(|e| world.fail(&e));
-            // Before any model work: the batch must split over the ranks.
-            let checked = plan
-                .cfg
-                .train
-                .validate_world(world.size())
-                .map_err(CliError::from);
-            let shared = checked.and_then(|()| plan.shared());
-            match shared {
-                Ok(shared) => {
-                    held = Some(lock);
-                    Some(shared)
-                }
-                Err(e) => {
-                    lock.release_removing_if_unused();
-                    world.fail(&e)
-                }
-            }
+            let (shared, lock) = lead_plan(args, backend, &world);
+            (Some(shared), Some(lock))
         }
-        false => None,
+        false => (None, None),
     };
     let shared = world
         .share("run plan", mine.as_ref())
@@ -200,6 +175,36 @@ fn train_as_rank(
             if let Some(lock) = held {
                 lock.release_removing_if_unused();
             }
+            world.fail(&e)
+        }
+    }
+}
+
+/// Rank 0's plan (it alone reads the arguments and files), checked against the number of ranks
+/// before any model work, and the run folder it holds until the end. An error ends the job.
+fn lead_plan(
+    args: TrainArgs,
+    backend: Option<BackendKind>,
+    world: &World,
+) -> (SharedPlan, RunLock) {
+    let planned = match args.compare_grpo {
+        true => Err(CliError::Argument {
+            arg: "--compare-grpo".into(),
+            reason: "runs in one process; start the two runs with mpirun one after the other (--set train.sdpo.distillation_weight=0 for GRPO)".into(),
+        }),
+        false => plan(args, backend),
+    };
+    let (plan, lock) = planned.unwrap_or_else(|e| world.fail(&e));
+    let shared = plan
+        .cfg
+        .train
+        .validate_world(world.size())
+        .map_err(CliError::from)
+        .and_then(|()| plan.shared());
+    match shared {
+        Ok(shared) => (shared, lock),
+        Err(e) => {
+            lock.release_removing_if_unused();
             world.fail(&e)
         }
     }
@@ -520,7 +525,6 @@ impl Dispatch for Plan {
 /// A rank other than 0: the same steps as rank 0, which writes every file and decides when
 /// to stop.
 fn follow<B: TrainBackend>(trainer: &mut SdpoTrainer<B>, dir: &Path) -> Result<(), CliError> {
-    interrupt::training_started();
     trainer.fit(dir, &mut |_: &StepReport| true)?;
     Ok(())
 }
