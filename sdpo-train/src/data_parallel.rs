@@ -74,6 +74,18 @@ impl Counts {
     }
 }
 
+/// This rank's loss tokens over all its samples, counted as [`loss_shares`] counts them: the
+/// distillation term's (samples with a teacher signal) when `distilling`, else every response
+/// token.
+pub fn loss_tokens(tokens: &[f64], signal: &[f64], distilling: bool) -> f64 {
+    let all: Vec<usize> = (0..tokens.len()).collect();
+    let c = Counts::of(&all, tokens, signal);
+    match distilling {
+        true => c.distill_tokens,
+        false => c.policy_tokens,
+    }
+}
+
 /// The loss shares of every pass (`passes[k]` are pass `k`'s sample indices, the same
 /// structure on every rank), from this rank's loss tokens per sample (`tokens[i]`), which
 /// samples have a teacher signal (`signal[i] > 0`) and its padded response width.
@@ -128,13 +140,13 @@ pub fn loss_shares<B: Backend>(
 /// per-sample means, since every rank has as many samples; the mean of the ranks' values for
 /// spreads and per-token means).
 fn combine(name: &str, values: &[f64]) -> f64 {
-    let finite = || values.iter().copied();
+    let all = || values.iter().copied();
     if name.starts_with("time/") || name.ends_with("/max") || name.ends_with("_max") {
-        finite().fold(f64::NEG_INFINITY, f64::max)
+        all().fold(f64::NEG_INFINITY, f64::max)
     } else if name.ends_with("/min") || name.ends_with("_min") {
-        finite().fold(f64::INFINITY, f64::min)
+        all().fold(f64::INFINITY, f64::min)
     } else {
-        finite().sum::<f64>() / values.len().max(1) as f64
+        all().sum::<f64>() / values.len().max(1) as f64
     }
 }
 

@@ -40,7 +40,7 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::collective::{broadcast_bytes, Collective, SingleProcess};
 use crate::config::{OptimizerConfig, TrainConfig};
 use crate::data_parallel::{
-    check_parameters, loss_shares, parameter_checksum, reduce_metrics, LossShares,
+    check_parameters, loss_shares, loss_tokens, parameter_checksum, reduce_metrics, LossShares,
 };
 use crate::dataset::{Dataset, PromptSampler, Row, SamplerState};
 use crate::metrics_log::{Metrics, MetricsWriter};
@@ -892,15 +892,8 @@ where
             width,
             self.cfg.sdpo.loss_agg_mode,
         )?;
-        // The distillation term's tokens (samples with a teacher signal) when distilling.
-        comm.loss_tokens = match self.cfg.sdpo.distillation_weight > 0.0 {
-            true => tokens
-                .iter()
-                .zip(&signal)
-                .map(|(t, s)| t * s.min(1.0))
-                .sum(),
-            false => tokens.iter().sum(),
-        };
+        let distilling = self.cfg.sdpo.distillation_weight > 0.0;
+        comm.loss_tokens = loss_tokens(&tokens, &signal, distilling);
         comm.seconds += t0.elapsed().as_secs_f64();
         Ok(passes
             .iter()

@@ -168,16 +168,13 @@ fn train_as_rank(
     let plan = Plan::from_shared(shared, world.clone()).unwrap_or_else(|e| world.fail(&e));
     world.set_timeout(plan.cfg.train.distributed.timeout_secs);
     let result = ensure_compiled(plan.cfg.backend).and_then(|()| dispatch(plan.cfg.backend, plan));
-    match result {
-        Ok(()) => Ok(()),
-        Err(e @ CliError::Interrupted { .. }) => Err(e),
-        Err(e) => {
-            if let Some(lock) = held {
-                lock.release_removing_if_unused();
-            }
-            world.fail(&e)
+    // No signal handler here, so no `Interrupted`: every error ends the job.
+    result.map_err(|e| {
+        if let Some(lock) = held {
+            lock.release_removing_if_unused();
         }
-    }
+        world.fail(&e)
+    })
 }
 
 /// Rank 0's plan (it alone reads the arguments and files), checked against the number of ranks
