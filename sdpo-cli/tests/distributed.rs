@@ -1,7 +1,7 @@
 //! `mpirun -np N sdpo train` on this machine (feature `mpi`; `.ci/run` installs Open MPI and
 //! runs `cargo test -p sdpo-cli --features mpi --test distributed`): 2 and 3 ranks train like
-//! one process on the combined batch, a resumed 2-rank run equals an uninterrupted one, and a
-//! dead or hung rank ends the job quickly with the rank named, leaving the last checkpoint
+//! one process on the combined batch, a resumed 2-rank run equals an uninterrupted one (also
+//! when resumed by another number of ranks), and a dead or hung rank ends the job quickly with the rank named, leaving the last checkpoint
 //! intact. The one-process data-parallel test (local peers) is in `tests/backends/`.
 #![cfg(feature = "mpi")]
 
@@ -159,17 +159,7 @@ fn a_resumed_two_rank_run_equals_an_uninterrupted_one() {
     ok(mpirun(2, &run_args(&straight, &["--steps", "4"])));
     let resumed = tmp.path().join("resumed");
     ok(mpirun(2, &run_args(&resumed, &["--steps", "2"])));
-    let resume: Vec<String> = [
-        "train",
-        "--resume",
-        &resumed.display().to_string(),
-        "--steps",
-        "4",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    ok(mpirun(2, &resume));
+    ok(mpirun(2, &resume_args(&resumed, 4)));
     assert_eq!(max_difference(&trained(&straight), &trained(&resumed)), 0.0);
     let (a, b) = (metrics(&straight), metrics(&resumed));
     assert_eq!(a.len(), 4);
@@ -178,6 +168,55 @@ fn a_resumed_two_rank_run_equals_an_uninterrupted_one() {
         assert_eq!(x["loss"], y["loss"]);
         assert_eq!(x["grad_norm"], y["grad_norm"]);
     }
+}
+
+/// Every piece of a run's state is global (the sampler, the step's sampling key, the
+/// replicated optimizer), so a 2-rank run can go on with another number of ranks: resumed by
+/// one process or by 3 ranks after 2 of 4 steps, it ends where the uninterrupted 2-rank run
+/// ends (within the ranks-vs-one-process tolerance) with the same rewards at every step.
+#[test]
+fn a_two_rank_run_resumes_on_one_process_or_three_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    ok(mpirun(2, &run_args(&straight, &["--steps", "4"])));
+    let expected = trained(&straight);
+    let reference = metrics(&straight);
+    for ranks in [1, 3] {
+        let resumed = tmp.path().join(format!("resumed-on-{ranks}"));
+        ok(mpirun(2, &run_args(&resumed, &["--steps", "2"])));
+        let resume = resume_args(&resumed, 4);
+        ok(if ranks == 1 {
+            single(&resume)
+        } else {
+            mpirun(ranks, &resume)
+        });
+        let diff = max_difference(&trained(&resumed), &expected);
+        eprintln!("resumed on {ranks}: max |resumed − 2 ranks straight| = {diff}");
+        assert!(diff <= 1e-5, "resumed on {ranks}: {diff}");
+        let rows = metrics(&resumed);
+        assert_eq!(rows.len(), 4);
+        // One process writes no `distributed/` metrics.
+        let world = |row: &serde_json::Value| row["distributed/world_size"].as_f64().unwrap_or(1.0);
+        assert_eq!((world(&rows[1]), world(&rows[3])), (2.0, ranks as f64));
+        for (a, b) in rows.iter().zip(&reference) {
+            assert_eq!(a["reward/mean"], b["reward/mean"]);
+        }
+    }
+}
+
+/// `sdpo train --resume RUN --steps STEPS`.
+fn resume_args(run: &Path, steps: usize) -> Vec<String> {
+    let steps = steps.to_string();
+    [
+        "train",
+        "--resume",
+        &run.display().to_string(),
+        "--steps",
+        &steps,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
 
 /// The pid of rank `rank` of a job whose command line names `marker`.
