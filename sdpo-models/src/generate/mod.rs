@@ -5,7 +5,8 @@
 //! again. Each step filters and draws on the device ([`select`]: temperature, top-k, top-p,
 //! min-p, the inverse-CDF draw at one uniform number per row from the caller's [`Uniforms`]:
 //! a seeded [`SamplerRng`] shared by the rows, or one stream per row, [`RowStreams`]); only
-//! the chosen ids (`[batch]` ints) are copied to the host, where the stop check needs them. The log-probabilities stay on the device until the end.
+//! the chosen ids (`[batch]` ints) are copied to the host, where the stop check needs them.
+//! The log-probabilities stay on the device until the end.
 //! [`sampling`] is the same selection on the host, one row at a time: the reference the
 //! device path is tested against.
 //!

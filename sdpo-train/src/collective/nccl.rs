@@ -10,7 +10,6 @@
 //! **Compile-checked only**: no machine with several GPUs has run it (docs/distributed.md).
 
 use std::any::Any;
-use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
@@ -187,7 +186,6 @@ impl NcclCollective {
             desc: desc.clone(),
             nccl: self.clone(),
             what: what.to_string(),
-            _backend: PhantomData::<CudaCube>,
         };
         let [out] = client
             .register(streams, OperationIr::Custom(desc), op)
@@ -197,20 +195,19 @@ impl NcclCollective {
 }
 
 /// The queued NCCL sum of one buffer (fused backend).
-struct SumOp<B> {
+struct SumOp {
     desc: CustomOpIr,
     nccl: Arc<NcclCollective>,
     what: String,
-    _backend: PhantomData<B>,
 }
 
-impl std::fmt::Debug for SumOp<CudaCube> {
+impl std::fmt::Debug for SumOp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SumOp").field("what", &self.what).finish()
     }
 }
 
-impl Operation<<CudaCube as FusionBackend>::FusionRuntime> for SumOp<CudaCube> {
+impl Operation<<CudaCube as FusionBackend>::FusionRuntime> for SumOp {
     fn execute(&self, handles: &mut HandleContainer<<CudaCube as BackendIr>::Handle>) {
         let ([input], [output]) = self.desc.as_fixed();
         let tensor =
