@@ -20,9 +20,11 @@ export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-full}"
 export RUST_LOG="${RUST_LOG:-cubecl_wgpu=info}"
 features=sdpo/wgpu,sdpo-cli/wgpu
 # One invocation (one feature set): the suite's `wgpu::` tests and the CLI's `wgpu_*` tests.
-# They share one device: two test threads keep lavapipe's own worker threads busy without
-# oversubscribing a 2-core machine.
+# One test thread: with two test threads sharing the device, a fresh machine still failed now
+# and then with the level above set (`CallError` from a panicked device thread in
+# `wgpu::loss::distillation_loss_matches_the_reference`, 1 `.ci/run` in 3); every failure seen
+# had tests running side by side on one device.
 cargo test -p sdpo -p sdpo-cli --features "$features" --test backends --test cli \
-  -- wgpu --test-threads 2 "$@"
+  -- wgpu --test-threads 1 "$@"
 # The adapter wgpu picked, as the CLI (built by the step above) reports it.
 target/debug/sdpo --backend wgpu inspect builtin 2>&1 | grep -iE 'adapter|llvmpipe|vulkan' | head -3 || true
