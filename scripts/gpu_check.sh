@@ -20,6 +20,8 @@
 #      cuda, phases train, generate and step, and scripts/gpu_bench_torch.py on cuda, phases
 #      train and generate, each phase in a process of its own while nvidia-smi's memory.used is
 #      polled (the process's peak, CUDA context and kernels included, minus the idle baseline);
+#      the generate phase runs the generation engine (in-place KV cache, the CubeCL attention
+#      kernel through Burn's fusion, one prefill per distinct prompt), the step phase its rollout;
 #   4. one markdown table: rows model x {sdpo-rs cuda, torch}; forward+backward and generation
 #      tokens/s with ratios to torch, the SDPO step and its phases (Rust only), peak memory.
 #

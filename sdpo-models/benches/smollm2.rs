@@ -54,7 +54,6 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::AutodiffModule;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Device, ElementConversion, Int, Tensor, TensorData};
 use rand::Rng;
 use sdpo_models::arch::positions_from_mask;
@@ -62,6 +61,7 @@ use sdpo_models::generate::{
     generate, left_pad, sample_token, sampler_rng, GenerationError, SamplerRng, SamplingError,
     SamplingParams,
 };
+use sdpo_models::kernels::DecoderBackend;
 use sdpo_models::load::{load, Loaded};
 use sdpo_models::{CausalDecoder, CausalLm, LoadError, Precision, PrecisionError, TokenizerError};
 
@@ -279,7 +279,7 @@ impl Settings {
     }
 
     /// The model and tokenizer, weights cast to the precision asked for.
-    fn load<B: Backend>(&self, device: &Device<B>) -> Result<Loaded<B>, BenchError> {
+    fn load<B: DecoderBackend>(&self, device: &Device<B>) -> Result<Loaded<B>, BenchError> {
         self.precision.check::<B>(device)?;
         let mut loaded = load::<B>(&self.gguf, device).map_err(|source| BenchError::Load {
             path: self.gguf.clone(),
@@ -365,13 +365,13 @@ fn random_ids(rows: usize, cols: usize, vocab: usize, seed: u64) -> Vec<Vec<u32>
         .collect()
 }
 
-fn ids_tensor<B: Backend>(rows: &[Vec<u32>], device: &Device<B>) -> Tensor<B, 2, Int> {
+fn ids_tensor<B: DecoderBackend>(rows: &[Vec<u32>], device: &Device<B>) -> Tensor<B, 2, Int> {
     let shape = [rows.len(), rows.first().map_or(0, Vec::len)];
     let flat: Vec<i64> = rows.iter().flatten().map(|&t| i64::from(t)).collect();
     Tensor::from_data(TensorData::new(flat, shape), device)
 }
 
-fn all_true<B: Backend>(shape: [usize; 2], device: &Device<B>) -> Tensor<B, 2, Bool> {
+fn all_true<B: DecoderBackend>(shape: [usize; 2], device: &Device<B>) -> Tensor<B, 2, Bool> {
     Tensor::from_data(
         TensorData::new(vec![true; shape[0] * shape[1]], shape),
         device,
@@ -382,7 +382,10 @@ fn all_true<B: Backend>(shape: [usize; 2], device: &Device<B>) -> Tensor<B, 2, B
 ///
 /// # Shapes
 /// - `logits`: `[batch, seq, vocab]`, `ids`: `[batch, seq]` → `[1]`
-fn next_token_loss<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+fn next_token_loss<B: DecoderBackend>(
+    logits: Tensor<B, 3>,
+    ids: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
     let [batch, seq, vocab] = logits.dims();
     let log_probs = log_softmax(logits.slice([0..batch, 0..seq - 1, 0..vocab]), 2);
     let targets = ids.slice([0..batch, 1..seq]).unsqueeze_dim::<3>(2);
@@ -390,7 +393,11 @@ fn next_token_loss<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> 
 }
 
 /// Host logits of the check prompt, `[1, len, vocab]` flattened.
-fn check_logits<B: Backend>(loaded: &Loaded<B>, ids: &[u32], device: &Device<B>) -> Vec<f32> {
+fn check_logits<B: DecoderBackend>(
+    loaded: &Loaded<B>,
+    ids: &[u32],
+    device: &Device<B>,
+) -> Vec<f32> {
     let rows = [ids.to_vec()];
     let logits = loaded
         .model
@@ -472,7 +479,7 @@ fn relative_diff(a: &[f32], reference: &[f32]) -> f64 {
 }
 
 /// The `check` phase: the backend's logits against NdArray's.
-fn check<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
+fn check<B: DecoderBackend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
     let device = Default::default();
     let loaded = s.load::<B>(&device)?;
     let ids = loaded.tokenizer.encode(CHECK_PROMPT, false)?;
@@ -520,7 +527,7 @@ fn check<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> 
 }
 
 /// One forward+backward step; returns the loss.
-fn train_step<B: Backend>(
+fn train_step<B: DecoderBackend>(
     model: &CausalLm<Autodiff<B>>,
     ids: &Tensor<Autodiff<B>, 2, Int>,
     mask: &Tensor<Autodiff<B>, 2, Bool>,
@@ -536,7 +543,7 @@ fn train_step<B: Backend>(
 }
 
 /// The `train` phase: forward+backward tokens/s.
-fn train<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
+fn train<B: DecoderBackend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
     let device: Device<Autodiff<B>> = Default::default();
     // Cast on the inner backend, then track: a weight cast under autodiff is not a leaf.
     let model = CausalLm::<Autodiff<B>>::from_inner(s.load::<B>(&device)?.model);
@@ -579,7 +586,7 @@ struct Generated {
 /// host and each row draws with [`sample_token`]; the chosen ids go back for the next step.
 /// Same cache, positions and random numbers (one per row and step) as [`generate`], for
 /// equal-length prompts without stop ids.
-fn generate_on_host<B: Backend>(
+fn generate_on_host<B: DecoderBackend>(
     model: &CausalLm<B>,
     ids: Tensor<B, 2, Int>,
     mask: Tensor<B, 2, Bool>,
@@ -632,7 +639,7 @@ fn generate_on_host<B: Backend>(
 }
 
 /// The `generate` phase: tokens/s with the KV cache, selecting on the device or the host.
-fn generation<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
+fn generation<B: DecoderBackend>(kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
     let device = Default::default();
     let loaded = s.load::<B>(&device)?;
     let load_mib = status_mib("VmRSS");
@@ -681,7 +688,11 @@ fn generation<B: Backend>(kind: BackendKind, s: &Settings) -> Result<(), BenchEr
     Ok(())
 }
 
-fn phase_on<B: Backend>(phase: Phase, kind: BackendKind, s: &Settings) -> Result<(), BenchError> {
+fn phase_on<B: DecoderBackend>(
+    phase: Phase,
+    kind: BackendKind,
+    s: &Settings,
+) -> Result<(), BenchError> {
     match phase {
         Phase::Check => check::<B>(kind, s),
         Phase::Train => train::<B>(kind, s),

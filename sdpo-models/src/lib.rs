@@ -17,6 +17,7 @@ pub use tokenizer::{Tokenizer, TokenizerError};
 pub mod export;
 pub mod generate;
 pub mod gguf;
+pub mod kernels;
 pub mod load;
 pub mod lora;
 pub mod precision;

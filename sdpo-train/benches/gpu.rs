@@ -58,11 +58,11 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Device, ElementConversion, Int, Tensor, TensorData};
 use rand::Rng;
 use sdpo_models::arch::RopeScaling;
 use sdpo_models::generate::{generate, left_pad, sampler_rng, GenerationError, SamplingParams};
+use sdpo_models::kernels::DecoderBackend;
 use sdpo_models::{CausalLm, ModelConfig, Tokenizer, TokenizerError};
 use sdpo_train::builtin::{init_model, tiny_model_config};
 use sdpo_train::config::OptimizerConfig;
@@ -388,7 +388,7 @@ fn memory_fields(kind: BackendKind) -> String {
 }
 
 /// Waits until every queued operation on `device` has finished.
-fn sync<B: Backend>(device: &Device<B>) -> Result<(), BenchError> {
+fn sync<B: DecoderBackend>(device: &Device<B>) -> Result<(), BenchError> {
     B::sync(device).map_err(|e| BenchError::Sync(format!("{e:?}")))
 }
 
@@ -435,13 +435,13 @@ fn random_ids(rows: usize, cols: usize, low: u32, vocab: usize, seed: u64) -> Ve
         .collect()
 }
 
-fn ids_tensor<B: Backend>(rows: &[Vec<u32>], device: &Device<B>) -> Tensor<B, 2, Int> {
+fn ids_tensor<B: DecoderBackend>(rows: &[Vec<u32>], device: &Device<B>) -> Tensor<B, 2, Int> {
     let shape = [rows.len(), rows.first().map_or(0, Vec::len)];
     let flat: Vec<i64> = rows.iter().flatten().map(|&t| i64::from(t)).collect();
     Tensor::from_data(TensorData::new(flat, shape), device)
 }
 
-fn all_true<B: Backend>(shape: [usize; 2], device: &Device<B>) -> Tensor<B, 2, Bool> {
+fn all_true<B: DecoderBackend>(shape: [usize; 2], device: &Device<B>) -> Tensor<B, 2, Bool> {
     Tensor::from_data(
         TensorData::new(vec![true; shape[0] * shape[1]], shape),
         device,
@@ -452,7 +452,10 @@ fn all_true<B: Backend>(shape: [usize; 2], device: &Device<B>) -> Tensor<B, 2, B
 ///
 /// # Shapes
 /// - `logits`: `[batch, seq, vocab]`, `ids`: `[batch, seq]` → `[1]`
-fn next_token_loss<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> Tensor<B, 1> {
+fn next_token_loss<B: DecoderBackend>(
+    logits: Tensor<B, 3>,
+    ids: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
     let [batch, seq, vocab] = logits.dims();
     let log_probs = log_softmax(logits.slice([0..batch, 0..seq - 1, 0..vocab]), 2);
     let targets = ids.slice([0..batch, 1..seq]).unsqueeze_dim::<3>(2);
@@ -461,7 +464,7 @@ fn next_token_loss<B: Backend>(logits: Tensor<B, 3>, ids: Tensor<B, 2, Int>) -> 
 
 /// A model of `shape` with random weights on `device` (seeded), and the seconds it took
 /// (device synced).
-fn build_model<B: Backend>(
+fn build_model<B: DecoderBackend>(
     shape: ModelShape,
     device: &Device<B>,
 ) -> Result<(CausalLm<B>, f64), BenchError> {
@@ -473,7 +476,7 @@ fn build_model<B: Backend>(
 }
 
 /// The fields every result line starts with.
-fn head<B: Backend>(
+fn head<B: DecoderBackend>(
     kind: BackendKind,
     shape: ModelShape,
     phase: Phase,
@@ -490,7 +493,11 @@ fn head<B: Backend>(
 }
 
 /// The `train` phase: forward+backward tokens/s.
-fn train<B: Backend>(kind: BackendKind, shape: ModelShape, s: &Settings) -> Result<(), BenchError> {
+fn train<B: DecoderBackend>(
+    kind: BackendKind,
+    shape: ModelShape,
+    s: &Settings,
+) -> Result<(), BenchError> {
     let device: Device<Autodiff<B>> = Default::default();
     let (model, init_s) = build_model::<Autodiff<B>>(shape, &device)?;
     let rows = random_ids(s.batch, s.len, 0, model.config.vocab_size, 0);
@@ -525,7 +532,7 @@ fn train<B: Backend>(kind: BackendKind, shape: ModelShape, s: &Settings) -> Resu
 }
 
 /// The `generate` phase: greedy tokens/s with the KV cache, fixed length.
-fn generation<B: Backend>(
+fn generation<B: DecoderBackend>(
     kind: BackendKind,
     shape: ModelShape,
     s: &Settings,
@@ -633,7 +640,7 @@ const STEP_TIMES: [(&str, &str); 6] = [
 ];
 
 /// The `step` phase: one SDPO training step, wall time and the trainer's phase times.
-fn step<B: LossBackend>(
+fn step<B: LossBackend + DecoderBackend>(
     kind: BackendKind,
     shape: ModelShape,
     s: &Settings,
@@ -707,7 +714,7 @@ fn step<B: LossBackend>(
     Ok(())
 }
 
-fn phase_on<B: LossBackend>(
+fn phase_on<B: LossBackend + DecoderBackend>(
     phase: Phase,
     kind: BackendKind,
     shape: ModelShape,

@@ -16,6 +16,7 @@ use sdpo_core::policy::{blend, policy_loss, ClipRange};
 use sdpo_core::rollout_is::rollout_is_weights;
 use sdpo_core::{LossAggMode, RolloutIs, SdpoConfig};
 use sdpo_models::arch::{CausalDecoder, CausalLm, KvCache, ModelConfig, ProjectionDelta};
+use sdpo_models::kernels::DecoderBackend;
 use sdpo_models::lora::LoraSet;
 use sdpo_models::scoring::{response_log_probs, response_logits, ScoringError};
 
@@ -46,7 +47,7 @@ impl<B: Backend> Policy<B> {
 
 /// The policy runs the model's one forward ([`CausalLm::forward_hidden_with`]) with its
 /// adapters, if any, as the projections' additive term.
-impl<B: Backend> CausalDecoder<B> for Policy<B> {
+impl<B: DecoderBackend> CausalDecoder<B> for Policy<B> {
     fn model_config(&self) -> &ModelConfig {
         &self.lm.config
     }

@@ -9,6 +9,7 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 use sdpo_core::ChatMessage;
 use sdpo_models::arch::CausalDecoder;
 use sdpo_models::generate::{generate, left_pad, Generation, SamplingParams, Uniforms};
+use sdpo_models::kernels::DecoderBackend;
 use sdpo_models::scoring::concat_prompt_response;
 
 use crate::error::TrainError;
@@ -83,7 +84,10 @@ impl<B: Backend> Rollout<B> {
         params: &SamplingParams,
         rng: &mut (impl Uniforms + ?Sized),
         device: &Device<B>,
-    ) -> Result<Self, TrainError> {
+    ) -> Result<Self, TrainError>
+    where
+        B: DecoderBackend,
+    {
         let ids: Vec<Vec<u32>> = requests.iter().map(|r| r.prompt_ids.clone()).collect();
         let (prompt_ids, prompt_mask) = left_pad::<B>(&ids, prompts.pad_id(), device);
         let generation = generate(

@@ -24,6 +24,7 @@ use burn::tensor::{Bool, Int, Tensor};
 use sdpo_core::teacher::{ema_update, trust_region_logits, TeacherUpdateError};
 use sdpo_core::TeacherMode;
 use sdpo_models::arch::CausalLm;
+use sdpo_models::kernels::DecoderBackend;
 use sdpo_models::lora::{LoraSet, WithLora};
 use sdpo_models::scoring::{response_logits, ScoringError};
 
@@ -49,7 +50,7 @@ pub struct Teacher<B: Backend> {
     weights: Option<TeacherWeights<B>>,
 }
 
-impl<B: Backend> Teacher<B> {
+impl<B: DecoderBackend> Teacher<B> {
     /// The teacher of `mode` for a student whose inner (non-autodiff) module is `student`
     /// (materialized weights: clone after loading, never before).
     pub fn new(mode: TeacherMode, rate: f64, sync_steps: usize, student: &Policy<B>) -> Self {

@@ -24,6 +24,7 @@ use sdpo_core::reprompt::RepromptPlan;
 use sdpo_core::TeacherMode;
 use sdpo_models::arch::CausalDecoder;
 use sdpo_models::generate::{generate, left_pad, sampler_rng, SamplingParams};
+use sdpo_models::kernels::DecoderBackend;
 use sdpo_models::lora::WithLora;
 use sdpo_models::scoring::{response_logits, ScoringError};
 
@@ -63,7 +64,7 @@ pub struct ProbeContext<'a, B: Backend> {
     pub success_threshold: f64,
 }
 
-impl<B: Backend> ProbeContext<'_, B> {
+impl<B: DecoderBackend> ProbeContext<'_, B> {
     /// Whether a scored sample counts as a success (the reprompt plan's rule).
     fn succeeded(&self, scored: &Scored) -> bool {
         scored.score >= self.success_threshold
@@ -182,7 +183,7 @@ impl Mean {
 ///
 /// # Errors
 /// [`TrainError`] from scoring passes, decoding or tokenizing.
-pub fn probe_teacher<B: Backend>(
+pub fn probe_teacher<B: DecoderBackend>(
     ctx: &ProbeContext<'_, B>,
     rollout: &Rollout<B>,
     scored: &[Scored],
@@ -204,7 +205,7 @@ pub fn probe_teacher<B: Backend>(
 }
 
 /// Teacher and student greedy success on the reprompted samples (`signal`).
-fn greedy_success<B: Backend>(
+fn greedy_success<B: DecoderBackend>(
     ctx: &ProbeContext<'_, B>,
     rollout: &Rollout<B>,
     plan: &RepromptPlan,
@@ -260,7 +261,7 @@ fn greedy_success<B: Backend>(
 /// The teacher's greedy continuations of `prompts`: the KV-cache generator on the teacher's
 /// own model (its weights, its adapters over the student's base, or the student for `live`);
 /// for `trust-region`, whose logits mix two models, [`greedy_decode`] of the mixture.
-fn teacher_greedy<B: Backend>(
+fn teacher_greedy<B: DecoderBackend>(
     ctx: &ProbeContext<'_, B>,
     prompts: &[Vec<u32>],
     device: &B::Device,
@@ -288,7 +289,7 @@ fn teacher_greedy<B: Backend>(
 }
 
 /// Greedy continuations of `prompts` by `model` with the KV-cache generator.
-fn cached_greedy<B: Backend, M: CausalDecoder<B>>(
+fn cached_greedy<B: DecoderBackend, M: CausalDecoder<B>>(
     model: &M,
     ctx: &ProbeContext<'_, B>,
     prompts: &[Vec<u32>],
@@ -313,7 +314,7 @@ fn cached_greedy<B: Backend, M: CausalDecoder<B>>(
 ///
 /// # Errors
 /// [`TrainError::Scoring`] from `next_logits`.
-pub fn greedy_decode<B: Backend>(
+pub fn greedy_decode<B: DecoderBackend>(
     next_logits: impl Fn(Tensor<B, 2, Int>, Tensor<B, 2, Bool>) -> Result<Tensor<B, 3>, ScoringError>,
     prompts: &[Vec<u32>],
     pad: u32,
@@ -353,7 +354,7 @@ pub fn greedy_decode<B: Backend>(
 
 /// The token ids a row's `answer` field should be generated as, ending with the first stop
 /// id; `None` for a row without a string answer.
-fn reference_tokens<B: Backend>(
+fn reference_tokens<B: DecoderBackend>(
     ctx: &ProbeContext<'_, B>,
     row: &Row,
 ) -> Result<Option<Vec<u32>>, TrainError> {
@@ -388,7 +389,7 @@ struct ChunkReadings {
 }
 
 /// Token agreement and the KL split over the samples with a signal.
-fn token_agreement<B: Backend>(
+fn token_agreement<B: DecoderBackend>(
     ctx: &ProbeContext<'_, B>,
     rollout: &Rollout<B>,
     inputs: &TeacherInputs<B>,
@@ -474,7 +475,7 @@ fn token_agreement<B: Backend>(
 
 /// One chunk's forward passes (student and teacher over the padded responses, length `r`) and
 /// their readings, copied to the host.
-fn chunk_readings<B: Backend>(
+fn chunk_readings<B: DecoderBackend>(
     ctx: &ProbeContext<'_, B>,
     student: (Tensor<B, 2, Int>, Tensor<B, 2, Bool>),
     teacher: (Tensor<B, 2, Int>, Tensor<B, 2, Bool>),

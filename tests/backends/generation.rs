@@ -10,9 +10,9 @@
 //! orders of margin, while a wrong position, a stale cache column or a missing temperature
 //! moves them by 1e-2 or more.
 
+use sdpo::models::kernels::DecoderBackend;
 use std::cell::RefCell;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use sdpo::models::arch::ModelConfig;
@@ -34,7 +34,7 @@ use crate::Target;
 const LOG_PROB_TOL: f64 = 1e-4;
 const PAD: u32 = 0;
 
-fn model<B: Backend>(name: &str) -> CausalLm<B> {
+fn model<B: DecoderBackend>(name: &str) -> CausalLm<B> {
     load_hf_dir::<B>(fixture(name), &Default::default()).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -63,7 +63,7 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-fn run<B: Backend>(
+fn run<B: DecoderBackend>(
     model: &impl CausalDecoder<B>,
     prompts: &[Vec<u32>],
     params: &SamplingParams,
@@ -75,7 +75,7 @@ fn run<B: Backend>(
 
 /// Greedy decoding by recomputing the whole sequence at every step (no cache); returns the
 /// tokens and their log-softmax log-probs per row.
-fn greedy_by_recomputation<B: Backend>(
+fn greedy_by_recomputation<B: DecoderBackend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
     steps: usize,
@@ -85,7 +85,7 @@ fn greedy_by_recomputation<B: Backend>(
 
 /// As [`greedy_by_recomputation`], the host repetition penalty applied to each step's logits
 /// (every token of the row so far, prompt included).
-fn greedy_with_penalty_by_recomputation<B: Backend>(
+fn greedy_with_penalty_by_recomputation<B: DecoderBackend>(
     model: &CausalLm<B>,
     prompts: &[Vec<u32>],
     steps: usize,
@@ -111,7 +111,7 @@ fn greedy_with_penalty_by_recomputation<B: Backend>(
     (tokens, log_probs)
 }
 
-fn row_log_probs<B: Backend>(g: &Generation<B>) -> Vec<Vec<f64>> {
+fn row_log_probs<B: DecoderBackend>(g: &Generation<B>) -> Vec<Vec<f64>> {
     let width = g.response_ids.dims()[1];
     let host = host_f32(g.log_probs.clone());
     g.tokens
@@ -159,7 +159,7 @@ pub fn greedy_generation_matches_full_recomputation<B: Target>() {
 }
 
 /// A decoder that records what each call is given, to prove the prefix is not re-run.
-struct Recording<'a, B: Backend> {
+struct Recording<'a, B: DecoderBackend> {
     inner: &'a CausalLm<B>,
     /// `(ids width, key_mask width, cached length before the call)` per `decode_hidden` call.
     hidden_calls: RefCell<Vec<(usize, usize, usize)>>,
@@ -167,7 +167,7 @@ struct Recording<'a, B: Backend> {
     logits_calls: RefCell<Vec<usize>>,
 }
 
-impl<'a, B: Backend> Recording<'a, B> {
+impl<'a, B: DecoderBackend> Recording<'a, B> {
     fn new(inner: &'a CausalLm<B>) -> Self {
         Self {
             inner,
@@ -177,7 +177,7 @@ impl<'a, B: Backend> Recording<'a, B> {
     }
 }
 
-impl<B: Backend> CausalDecoder<B> for Recording<'_, B> {
+impl<B: DecoderBackend> CausalDecoder<B> for Recording<'_, B> {
     fn model_config(&self) -> &ModelConfig {
         self.inner.model_config()
     }
@@ -469,7 +469,7 @@ pub fn generation_log_probs_equal_scoring_of_the_generated_batch<B: Target>() {
 }
 
 /// A scored batch: left-padded prompts followed by right-padded responses.
-struct ScoringBatch<B: Backend> {
+struct ScoringBatch<B: DecoderBackend> {
     /// `[batch, P + R]`
     ids: Tensor<B, 2, Int>,
     /// `[batch, P + R]`
@@ -481,7 +481,7 @@ struct ScoringBatch<B: Backend> {
 }
 
 /// Prompts of 4, 2 and 3 tokens (P = 4) with responses of 3, 5 and 1 tokens (R = 5).
-fn scoring_batch<B: Backend>() -> ScoringBatch<B> {
+fn scoring_batch<B: DecoderBackend>() -> ScoringBatch<B> {
     let device = Default::default();
     let prompts = prompts(&[4, 2, 3], 256, 9);
     let (prompt_ids, prompt_mask) = left_pad::<B>(&prompts, PAD, &device);
@@ -705,9 +705,9 @@ pub fn bad_generation_inputs_are_typed_errors<B: Target>() {
 }
 
 /// A decoder whose logits are all NaN.
-struct Broken<'a, B: Backend>(&'a CausalLm<B>);
+struct Broken<'a, B: DecoderBackend>(&'a CausalLm<B>);
 
-impl<B: Backend> CausalDecoder<B> for Broken<'_, B> {
+impl<B: DecoderBackend> CausalDecoder<B> for Broken<'_, B> {
     fn model_config(&self) -> &ModelConfig {
         self.0.model_config()
     }
@@ -740,7 +740,7 @@ pub fn non_finite_logits_are_an_error_not_a_token<B: Target>() {
     ));
 }
 
-fn run_fallible<B: Backend>(
+fn run_fallible<B: DecoderBackend>(
     model: &impl CausalDecoder<B>,
     prompts: &[Vec<u32>],
 ) -> Result<Generation<B>, GenerationError> {

@@ -1,4 +1,4 @@
-//! The backend-generic test suite: every test here is written once over `B: Backend` and
+//! The backend-generic test suite: every test here is written once over `B: DecoderBackend` and
 //! instantiated per backend by [`suite!`]:
 //!
 //! - `ndarray::` — NdArray (f32), always;
@@ -19,6 +19,7 @@ mod common;
 mod data_parallel;
 mod generation;
 mod gradients;
+mod kernels;
 mod lora;
 #[path = "../../sdpo-models/tests/support/lora_fixtures.rs"]
 mod lora_fixtures;
@@ -28,9 +29,10 @@ mod precision;
 mod trainer;
 
 use sdpo::core::loss::LossBackend;
+use sdpo::models::kernels::DecoderBackend;
 
 /// A backend the suite runs on: its name and whether it is a GPU code path.
-pub trait Target: LossBackend {
+pub trait Target: LossBackend + DecoderBackend {
     /// Name printed in reports.
     const NAME: &'static str;
     /// Whether kernels run through CubeCL (Wgpu, Cuda): reductions reorder sums there.
@@ -131,6 +133,17 @@ macro_rules! all_tests {
                 bad_generation_inputs_are_typed_errors,
                 non_finite_logits_are_an_error_not_a_token,
                 repetition_penalty_matches_the_host_reference_by_recomputation,
+            ],
+            kernels: [
+                rms_norm_kernel_equals_composite,
+                rotary_kernel_equals_composite,
+                swiglu_kernel_equals_composite,
+                matmul_kernel_equals_composite_in_both_layouts,
+                attention_kernel_equals_composite,
+                cache_writes_equal_slice_assign,
+                selection_kernel_equals_composite,
+                greedy_generation_with_kernels_equals_composite,
+                shared_prefill_and_finished_rows_leave_each_row_unchanged,
             ],
             precision: [
                 half_precision_logits_match_f32,

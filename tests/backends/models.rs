@@ -11,10 +11,10 @@
 //! margin while any real bug (wrong RoPE layout, missing bias or norm, wrong position ids,
 //! transposed weight) moves logits by ≥ 1e-2 relative.
 
+use sdpo::models::kernels::DecoderBackend;
 use std::path::Path;
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use safetensors::SafeTensors;
 use sdpo::models::{load_hf_dir, CausalLm};
@@ -63,7 +63,7 @@ fn read_reference(dir: &Path) -> Reference {
     }
 }
 
-fn run<B: Backend>(
+fn run<B: DecoderBackend>(
     model: &CausalLm<B>,
     ids: &(Vec<i64>, Vec<usize>),
     mask: &[bool],
@@ -92,7 +92,7 @@ fn max_rel_error(ours: &[f32], want: &[f32], vocab: usize, real: &[bool]) -> f32
     err / scale
 }
 
-fn check_parity<B: Backend>(name: &str) {
+fn check_parity<B: DecoderBackend>(name: &str) {
     let dir = fixture(name);
     let device = Default::default();
     let model = load_hf_dir::<B>(&dir, &device).unwrap_or_else(|e| panic!("{e}"));

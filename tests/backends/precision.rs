@@ -10,6 +10,7 @@
 
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use sdpo::core::TeacherMode;
+use sdpo::models::kernels::DecoderBackend;
 use sdpo::models::lora::LoraConfig;
 use sdpo::models::{load_hf_dir, CausalLm, Precision};
 use sdpo::train::{SdpoTrainer, TrainError};
@@ -18,7 +19,7 @@ use crate::common::{host_f32, serial};
 use crate::lora_fixtures::fixture;
 use crate::Target;
 
-fn logits<B: Backend>(model: &CausalLm<B>) -> (Vec<f32>, burn::tensor::DType) {
+fn logits<B: DecoderBackend>(model: &CausalLm<B>) -> (Vec<f32>, burn::tensor::DType) {
     let device = Default::default();
     let ids = Tensor::<B, 2, Int>::from_data(
         TensorData::new(vec![5i64, 17, 200, 3, 9, 64, 0, 0, 12, 250, 7, 1], [2, 6]),

@@ -18,6 +18,7 @@ use sdpo::core::teacher::parameter_data;
 use sdpo::core::{ChatMessage, SdpoConfig, TeacherMode};
 use sdpo::models::generate::generate;
 use sdpo::models::generate::{left_pad, sampler_rng, SamplingParams};
+use sdpo::models::kernels::DecoderBackend;
 use sdpo::models::lora::{param_bytes, LoraConfig};
 use sdpo::models::scoring::{concat_prompt_response, response_logits};
 use sdpo::models::CausalDecoder;
@@ -83,11 +84,14 @@ pub(crate) fn small_config() -> TrainConfig {
     }
 }
 
-fn trainer<I: LossBackend>(cfg: TrainConfig, rewards: Rewards) -> SdpoTrainer<B<I>> {
+fn trainer<I: LossBackend + DecoderBackend>(
+    cfg: TrainConfig,
+    rewards: Rewards,
+) -> SdpoTrainer<B<I>> {
     build_trainer::<I>(cfg, rewards).unwrap()
 }
 
-fn build_trainer<I: LossBackend>(
+fn build_trainer<I: LossBackend + DecoderBackend>(
     cfg: TrainConfig,
     rewards: Rewards,
 ) -> Result<SdpoTrainer<B<I>>, TrainError> {
@@ -101,7 +105,7 @@ fn build_trainer<I: LossBackend>(
 }
 
 /// A trainer on the built-in tiny model with the parity reward, or the error building it.
-pub(crate) fn try_trainer<I: LossBackend>(
+pub(crate) fn try_trainer<I: LossBackend + DecoderBackend>(
     cfg: TrainConfig,
 ) -> Result<SdpoTrainer<B<I>>, TrainError> {
     build_trainer::<I>(cfg, parity_rewards())

@@ -8,6 +8,7 @@ use burn::tensor::{backend::Backend, Bool, Int, Tensor};
 use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::model::CausalLm;
+use crate::kernels::DecoderBackend;
 
 /// A decoder-only language model as seen by generation and scoring.
 ///
@@ -41,7 +42,7 @@ pub trait CausalDecoder<B: Backend> {
     }
 }
 
-impl<B: Backend> CausalDecoder<B> for CausalLm<B> {
+impl<B: DecoderBackend> CausalDecoder<B> for CausalLm<B> {
     fn model_config(&self) -> &ModelConfig {
         &self.config
     }

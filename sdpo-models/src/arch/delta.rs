@@ -8,6 +8,7 @@ use burn::nn::Linear;
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::linear::linear;
+use crate::kernels::DecoderBackend;
 
 /// The seven linear projections of a decoder layer, named as in Hugging Face checkpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,7 +103,7 @@ impl<B: Backend> Copy for LayerDelta<'_, B> {}
 ///
 /// # Shapes
 /// - `x`: `[batch, seq, in]` → `[batch, seq, out]`
-pub(crate) fn project<B: Backend>(
+pub(crate) fn project<B: DecoderBackend>(
     base: &Linear<B>,
     projection: Projection,
     delta: Option<LayerDelta<'_, B>>,

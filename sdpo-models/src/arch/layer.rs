@@ -2,14 +2,16 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::{backend::Backend, Bool, Device, Tensor};
+use burn::tensor::{backend::Backend, Device, Tensor};
 
-use super::attention::Attention;
+use super::attention::{Attention, AttentionMask};
 use super::cache::KvCache;
 use super::config::ModelConfig;
 use super::delta::{LayerDelta, Projection};
 use super::mlp::Mlp;
 use super::norm::RmsNorm;
+use super::rope::RotaryAngles;
+use crate::kernels::DecoderBackend;
 
 /// `x + attn(norm(x))`, then `x + mlp(norm(x))`; field names as in HF checkpoints.
 #[derive(Module, Debug)]
@@ -37,16 +39,18 @@ impl<B: Backend> DecoderLayer<B> {
 
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
-    /// - `cos`, `sin`, `mask`: as in [`Attention::forward`]
+    /// - `angles`, `mask`: as in [`Attention::forward`]
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 4>,
-        sin: &Tensor<B, 4>,
-        mask: &Tensor<B, 4, Bool>,
+        angles: &RotaryAngles<B>,
+        mask: &AttentionMask<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
-    ) -> Tensor<B, 3> {
-        self.forward_with(x, cos, sin, mask, cache, None)
+    ) -> Tensor<B, 3>
+    where
+        B: DecoderBackend,
+    {
+        self.forward_with(x, angles, mask, cache, None)
     }
 
     /// [`DecoderLayer::forward`] with an optional additive term on this layer's projections
@@ -57,16 +61,17 @@ impl<B: Backend> DecoderLayer<B> {
     pub fn forward_with(
         &self,
         x: Tensor<B, 3>,
-        cos: &Tensor<B, 4>,
-        sin: &Tensor<B, 4>,
-        mask: &Tensor<B, 4, Bool>,
+        angles: &RotaryAngles<B>,
+        mask: &AttentionMask<B>,
         cache: Option<(&mut KvCache<B>, usize)>,
         delta: Option<LayerDelta<'_, B>>,
-    ) -> Tensor<B, 3> {
+    ) -> Tensor<B, 3>
+    where
+        B: DecoderBackend,
+    {
         let h = self.self_attn.forward_with(
             self.input_layernorm.forward(x.clone()),
-            cos,
-            sin,
+            angles,
             mask,
             cache,
             delta,

@@ -1,7 +1,9 @@
 //! A linear layer applied as one 2-D matrix product: [`linear`].
 
 use burn::nn::Linear;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::Tensor;
+
+use crate::kernels::{self, DecoderBackend};
 
 /// `x · W + b` as one 2-D matrix product: `[..., in]` is flattened to `[n, in]` and the result
 /// reshaped back.
@@ -11,19 +13,30 @@ use burn::tensor::{backend::Backend, Tensor};
 /// `s = 1` (the KV-cache decode step) inside a SwiGLU block, caught by the backend suite on
 /// lavapipe. One 2-D product is also the faster form.
 ///
+/// With few rows (a decode step) the backend's few-row kernel
+/// ([`kernels::matmul`](crate::kernels::matmul)) computes the product and the bias in one
+/// pass over the weight.
+///
 /// # Shapes
 /// - `x`: `[..., in]` → `[..., out]`
-pub fn linear<B: Backend, const D: usize>(base: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+pub fn linear<B: DecoderBackend, const D: usize>(
+    base: &Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
     let dims = x.dims();
     let input = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
     let weight = base.weight.val();
     let output = weight.dims()[1];
-    let y = x.reshape([rows, input]).matmul(weight);
-    let y = match &base.bias {
-        Some(bias) => y.add(bias.val().unsqueeze()),
-        None => y,
-    };
+    let x = x.reshape([rows, input]);
+    let bias = base.bias.as_ref().map(|b| b.val());
+    let y = kernels::matmul(&x, &weight, bias.as_ref()).unwrap_or_else(|| {
+        let y = x.matmul(weight);
+        match bias {
+            Some(bias) => y.add(bias.unsqueeze()),
+            None => y,
+        }
+    });
     let mut out = dims;
     out[D - 1] = output;
     y.reshape(out)
@@ -34,6 +47,7 @@ mod tests {
     use super::*;
     use burn::backend::NdArray;
     use burn::nn::LinearConfig;
+    use burn::tensor::backend::Backend;
     use burn::tensor::Distribution;
 
     #[test]

@@ -6,6 +6,7 @@ use burn::tensor::{activation::silu, backend::Backend, Device, Tensor};
 
 use super::config::ModelConfig;
 use super::delta::{project, LayerDelta, Projection};
+use crate::kernels::{self, DecoderBackend};
 
 /// `down_proj(silu(gate_proj(x)) * up_proj(x))`, field names as in HF checkpoints.
 #[derive(Module, Debug)]
@@ -35,17 +36,34 @@ impl<B: Backend> Mlp<B> {
 
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3>
+    where
+        B: DecoderBackend,
+    {
         self.forward_with(x, None)
     }
 
-    /// [`Mlp::forward`] with an optional additive term on the projections (e.g. LoRA).
+    /// [`Mlp::forward`] with an optional additive term on the projections (e.g. LoRA); the
+    /// gate runs as one fused kernel ([`kernels::swiglu`](crate::kernels::swiglu)) where the
+    /// backend has one.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
-    pub fn forward_with(&self, x: Tensor<B, 3>, delta: Option<LayerDelta<'_, B>>) -> Tensor<B, 3> {
-        let gate = silu(project(&self.gate_proj, Projection::Gate, delta, x.clone()));
+    pub fn forward_with(&self, x: Tensor<B, 3>, delta: Option<LayerDelta<'_, B>>) -> Tensor<B, 3>
+    where
+        B: DecoderBackend,
+    {
+        let gate = project(&self.gate_proj, Projection::Gate, delta, x.clone());
         let up = project(&self.up_proj, Projection::Up, delta, x);
-        project(&self.down_proj, Projection::Down, delta, gate.mul(up))
+        let hidden = kernels::swiglu(&gate, &up).unwrap_or_else(|| swiglu_composite(gate, up));
+        project(&self.down_proj, Projection::Down, delta, hidden)
     }
+}
+
+/// `silu(gate) · up` as tensor operations: the reference the kernels are tested against.
+pub fn swiglu_composite<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    silu(gate).mul(up)
 }

@@ -9,14 +9,17 @@ pub mod decoder;
 pub mod delta;
 pub mod layer;
 pub mod linear;
+pub mod mask;
 pub mod mlp;
 pub mod model;
 pub mod norm;
 pub mod rope;
 
+pub use attention::AttentionMask;
 pub use cache::KvCache;
 pub use config::{ConfigError, HfConfig, ModelConfig, RopeScaling};
 pub use decoder::CausalDecoder;
 pub use delta::{LayerDelta, Projection, ProjectionDelta};
 pub use linear::linear;
-pub use model::{attention_mask, positions_from_mask, CausalLm, DecoderModel};
+pub use mask::{attention_mask, positions_from_mask};
+pub use model::{CausalLm, DecoderModel};

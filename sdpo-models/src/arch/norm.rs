@@ -4,6 +4,8 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{backend::Backend, DType, Device, FloatDType, Tensor};
 
+use crate::kernels::{self, DecoderBackend};
+
 /// RMSNorm with a learned scale named `weight` (the Hugging Face key).
 ///
 /// `y = weight * (x / sqrt(mean(x^2) + eps))`, the normalization done in f32 and cast back to
@@ -25,11 +27,25 @@ impl<B: Backend> RmsNorm<B> {
         }
     }
 
-    /// Normalizes over the last dimension.
+    /// Normalizes over the last dimension, with the fused kernel
+    /// ([`kernels::rms_norm`](crate::kernels::rms_norm)) where the backend has one.
     ///
     /// # Shapes
     /// - `x`: `[..., dim]` → `[..., dim]`
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D>
+    where
+        B: DecoderBackend,
+    {
+        let weight = self.weight.val();
+        kernels::rms_norm(&x, &weight, self.eps).unwrap_or_else(|| self.forward_composite(x))
+    }
+
+    /// [`RmsNorm::forward`] as tensor operations: the reference the kernels are tested
+    /// against.
+    ///
+    /// # Shapes
+    /// - `x`: `[..., dim]` → `[..., dim]`
+    pub fn forward_composite<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype: DType = x.dtype();
         let x32 = if dtype == DType::F32 {
             x

@@ -5,10 +5,13 @@
 //! not match HF weights.) Angles come from a `[batch, seq]` positions tensor, so left-padded
 //! rows and KV-cache continuation need no special case.
 
+use std::cell::OnceCell;
+
 use burn::module::Module;
 use burn::tensor::{backend::Backend, DType, Device, FloatDType, Int, Tensor, TensorData};
 
 use super::config::{ModelConfig, RopeScaling};
+use crate::kernels::{self, DecoderBackend};
 
 /// The unscaled RoPE inverse frequencies `1 / theta^(2i / head_dim)`, `i < head_dim / 2`.
 pub fn default_inv_freq(head_dim: usize, theta: f64) -> Vec<f64> {
@@ -87,61 +90,105 @@ impl<B: Backend> RotaryEmbedding<B> {
         }
     }
 
-    /// Cosines and sines for each position, duplicated over both halves, in `dtype`.
-    /// Angles are computed in f32 like Hugging Face.
+    /// Cosines and sines for each position and frequency, in `dtype`. Angles are computed in
+    /// f32 like Hugging Face.
     ///
     /// # Shapes
     /// - `positions`: `[batch, seq]`
-    /// - returns `(cos, sin)`, each `[batch, 1, seq, head_dim]` (broadcast over heads)
-    pub fn cos_sin(
-        &self,
-        positions: Tensor<B, 2, Int>,
-        dtype: DType,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    /// - returns the angles' cosines and sines, each `[batch, seq, head_dim / 2]`
+    pub fn cos_sin(&self, positions: Tensor<B, 2, Int>, dtype: DType) -> RotaryAngles<B> {
         let [batch, seq] = positions.dims();
         let half = self.inv_freq.dims()[0];
         let pos = positions
             .float()
             .cast(FloatDType::F32)
             .reshape([batch, seq, 1]);
-        let freqs = pos.mul(self.inv_freq.clone().reshape([1, 1, half]));
-        let angles = Tensor::cat(vec![freqs.clone(), freqs], 2).reshape([batch, 1, seq, 2 * half]);
+        let angles = pos.mul(self.inv_freq.clone().reshape([1, 1, half]));
         let cos = angles.clone().cos();
         let sin = angles.sin();
         if dtype == DType::F32 {
-            (cos, sin)
+            RotaryAngles::new(cos, sin)
         } else {
-            (cos.cast(dtype), sin.cast(dtype))
+            RotaryAngles::new(cos.cast(dtype), sin.cast(dtype))
         }
+    }
+}
+
+/// The rotation angles of one forward pass, shared by its layers: cosines and sines per
+/// frequency, and (built on first use, once per pass) both over the whole head width in the
+/// layout the composite code multiplies with.
+#[derive(Debug, Clone)]
+pub struct RotaryAngles<B: Backend> {
+    /// `[batch, seq, head_dim / 2]`.
+    pub cos: Tensor<B, 3>,
+    /// `[batch, seq, head_dim / 2]`.
+    pub sin: Tensor<B, 3>,
+    full: OnceCell<(Tensor<B, 4>, Tensor<B, 4>)>,
+}
+
+impl<B: Backend> RotaryAngles<B> {
+    /// Angles from their cosines and sines, each `[batch, seq, head_dim / 2]`.
+    pub fn new(cos: Tensor<B, 3>, sin: Tensor<B, 3>) -> Self {
+        Self {
+            cos,
+            sin,
+            full: OnceCell::new(),
+        }
+    }
+
+    /// Cosines and sines over the whole head width (each half repeated), `[batch, seq, 1,
+    /// head_dim]`; computed once per pass, so each layer's composite rotation is elementwise
+    /// work only (on fusing backends, one fused kernel).
+    fn full(&self) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        self.full
+            .get_or_init(|| {
+                let both = |t: &Tensor<B, 3>| {
+                    let [b, s, half] = t.dims();
+                    Tensor::cat(vec![t.clone(), t.clone()], 2).reshape([b, s, 1, 2 * half])
+                };
+                (both(&self.cos), both(&self.sin))
+            })
+            .clone()
     }
 }
 
 /// `[x1, x2] → [−x2, x1]` over the last dimension.
 ///
 /// # Shapes
-/// - `x`: `[batch, heads, seq, head_dim]` → same
+/// - `x`: any 4-D shape → same
 pub fn rotate_half<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, h, s, d] = x.dims();
-    let x1 = x.clone().slice([0..b, 0..h, 0..s, 0..d / 2]);
-    let x2 = x.slice([0..b, 0..h, 0..s, d / 2..d]);
+    let d = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, d / 2);
+    let x2 = x.narrow(3, d / 2, d - d / 2);
     Tensor::cat(vec![x2.neg(), x1], 3)
 }
 
-/// Rotates queries or keys: `x · cos + rotate_half(x) · sin`.
+/// Rotates queries or keys: `x · cos + rotate_half(x) · sin`, with the fused kernel
+/// ([`kernels::rotary`](crate::kernels::rotary)) where the backend has one, else
+/// [`apply_rotary_composite`].
 ///
 /// # Shapes
-/// - `x`: `[batch, heads, seq, head_dim]`
-/// - `cos`, `sin`: `[batch, 1, seq, head_dim]`
-/// - returns `[batch, heads, seq, head_dim]`
-pub fn apply_rotary<B: Backend>(
+/// - `x`: `[batch, seq, heads, head_dim]`
+/// - `angles`: `[batch, seq, head_dim / 2]` (see [`RotaryEmbedding::cos_sin`])
+/// - returns `[batch, seq, heads, head_dim]`
+pub fn apply_rotary<B: DecoderBackend>(x: Tensor<B, 4>, angles: &RotaryAngles<B>) -> Tensor<B, 4> {
+    kernels::rotary(&x, &angles.cos, &angles.sin)
+        .unwrap_or_else(|| apply_rotary_composite(x, angles))
+}
+
+/// [`apply_rotary`] as tensor operations: the reference the kernels are tested against.
+///
+/// # Shapes
+/// As in [`apply_rotary`].
+pub fn apply_rotary_composite<B: Backend>(
     x: Tensor<B, 4>,
-    cos: &Tensor<B, 4>,
-    sin: &Tensor<B, 4>,
+    angles: &RotaryAngles<B>,
 ) -> Tensor<B, 4> {
-    let [b, h, s, d] = x.dims();
-    let cos = cos.clone().expand([b, h, s, d]);
-    let sin = sin.clone().expand([b, h, s, d]);
-    x.clone().mul(cos).add(rotate_half(x).mul(sin))
+    let shape = x.dims();
+    let (cos, sin) = angles.full();
+    x.clone()
+        .mul(cos.expand(shape))
+        .add(rotate_half(x).mul(sin.expand(shape)))
 }
 
 #[cfg(test)]
@@ -211,25 +258,32 @@ mod tests {
     #[test]
     fn rotary_matches_scalar_reference_per_row_positions() {
         let device = Default::default();
-        let (b, h, s, d) = (2, 2, 3, 4);
+        let (b, s, h, d) = (2, 3, 2, 4);
         let inv = default_inv_freq(d, 10_000.0);
         let rope = RotaryEmbedding::<B>::new(&inv, &device);
         let xs: Vec<f32> = (0..b * h * s * d)
             .map(|i| ((i * 7 % 11) as f32) - 5.0)
             .collect();
-        let x = Tensor::<B, 4>::from_data(TensorData::new(xs.clone(), [b, h, s, d]), &device);
+        let x = Tensor::<B, 4>::from_data(TensorData::new(xs.clone(), [b, s, h, d]), &device);
         let positions = [[0i64, 1, 2], [0, 0, 5]];
         let pos = Tensor::<B, 2, Int>::from_data(TensorData::from(positions), &device);
-        let (cos, sin) = rope.cos_sin(pos, DType::F32);
-        let got = apply_rotary(x, &cos, &sin)
+        let angles = rope.cos_sin(pos, DType::F32);
+        let got = apply_rotary_composite(x.clone(), &angles)
             .into_data()
             .to_vec::<f32>()
             .unwrap();
+        let fused = apply_rotary(x, &angles)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        for (g, f) in got.iter().zip(&fused) {
+            assert!((g - f).abs() < 1e-6, "fused {f} vs composite {g}");
+        }
         for (bi, row) in positions.iter().enumerate() {
             for hi in 0..h {
                 for (si, &p) in row.iter().enumerate() {
                     let p = p as f64;
-                    let base = ((bi * h + hi) * s + si) * d;
+                    let base = ((bi * s + si) * h + hi) * d;
                     for (i, f) in inv.iter().enumerate() {
                         let (c, sn) = ((p * f).cos(), (p * f).sin());
                         let (x1, x2) = (xs[base + i] as f64, xs[base + i + d / 2] as f64);

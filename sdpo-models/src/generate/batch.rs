@@ -31,20 +31,30 @@ pub fn left_pad<B: Backend>(
     )
 }
 
+/// What the host learns from one read of a prompt batch.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PromptRows {
+    /// Each row's prompt length (its number of real tokens).
+    pub lengths: Vec<usize>,
+    /// For each row, the first row holding the same prompt (same ids and mask): itself
+    /// unless an earlier row repeats it, as the samples of a group do.
+    pub first_alike: Vec<usize>,
+    /// Each row's mask, `true` on real tokens.
+    pub real: Vec<Vec<bool>>,
+}
+
 /// Reads a prompt batch to the host once and checks it.
-///
-/// Returns each row's prompt length (its number of real tokens).
 ///
 /// # Errors
 /// [`GenerationError`] when the batch is empty, ids and mask differ in shape, a row is empty,
 /// a row has a real token after padding (not left-padded), an id (padding included) is
 /// outside the vocabulary, or a prompt leaves no position for a new token.
-pub(crate) fn prompt_lengths<B: Backend>(
+pub(crate) fn prompt_rows<B: Backend>(
     ids: &Tensor<B, 2, Int>,
     mask: &Tensor<B, 2, Bool>,
     vocab_size: usize,
     max_positions: usize,
-) -> Result<Vec<usize>, GenerationError> {
+) -> Result<PromptRows, GenerationError> {
     let [batch, width] = ids.dims();
     if mask.dims() != [batch, width] {
         return Err(GenerationError::ShapeMismatch {
@@ -88,7 +98,24 @@ pub(crate) fn prompt_lengths<B: Backend>(
         }
         lengths.push(len);
     }
-    Ok(lengths)
+    let row = |r: usize| {
+        (
+            &host_ids[r * width..(r + 1) * width],
+            &host_mask[r * width..(r + 1) * width],
+        )
+    };
+    let mut firsts: std::collections::HashMap<_, usize> = std::collections::HashMap::new();
+    let first_alike = (0..batch)
+        .map(|r| *firsts.entry(row(r)).or_insert(r))
+        .collect();
+    let real = (0..batch)
+        .map(|r| row(r).1.iter().map(|&m| m != 0).collect())
+        .collect();
+    Ok(PromptRows {
+        lengths,
+        first_alike,
+        real,
+    })
 }
 
 #[cfg(test)]
@@ -111,6 +138,15 @@ mod tests {
     }
 
     #[test]
+    fn repeated_prompts_point_at_their_first_row() {
+        let device = Default::default();
+        let (ids, mask) = left_pad::<B>(&[vec![5, 6], vec![7], vec![5, 6], vec![0, 7]], 0, &device);
+        let rows = prompt_rows(&ids, &mask, 10, 10).unwrap();
+        // Row 3 has row 1's ids ([0, 7] with pad 0) but not its mask.
+        assert_eq!(rows.first_alike, vec![0, 1, 0, 3]);
+    }
+
+    #[test]
     fn left_pad_puts_padding_first() {
         let (ids, mask) = left_pad::<B>(&[vec![5, 6, 7], vec![9]], 0, &Default::default());
         let (ids, mask, dims) = ids_and_mask(ids, mask);
@@ -125,7 +161,7 @@ mod tests {
         let (ids, mask) = left_pad::<B>(&[], 0, &device);
         assert_eq!(ids.dims(), [0, 0]);
         assert!(matches!(
-            prompt_lengths(&ids, &mask, 10, 10),
+            prompt_rows(&ids, &mask, 10, 10),
             Err(GenerationError::EmptyBatch)
         ));
     }
@@ -135,7 +171,7 @@ mod tests {
         let device = Default::default();
         let check = |prompts: &[Vec<u32>]| {
             let (ids, mask) = left_pad::<B>(prompts, 1, &device);
-            prompt_lengths(&ids, &mask, 10, 6)
+            prompt_rows(&ids, &mask, 10, 6).map(|rows| rows.lengths)
         };
         assert_eq!(check(&[vec![2, 3], vec![4]]).unwrap(), vec![2, 1]);
         assert!(matches!(
@@ -162,7 +198,7 @@ mod tests {
         let right_padded = Tensor::<B, 2, Bool>::from_data([[true, false]], &device);
         let ids = Tensor::<B, 2, Int>::from_data([[2, 3]], &device);
         assert!(matches!(
-            prompt_lengths(&ids, &right_padded, 10, 6),
+            prompt_rows(&ids, &right_padded, 10, 6),
             Err(GenerationError::NotLeftPadded {
                 row: 0,
                 position: 1
@@ -170,7 +206,7 @@ mod tests {
         ));
         let short_mask = Tensor::<B, 2, Bool>::from_data([[true]], &device);
         assert!(matches!(
-            prompt_lengths(&ids, &short_mask, 10, 6),
+            prompt_rows(&ids, &short_mask, 10, 6),
             Err(GenerationError::ShapeMismatch { .. })
         ));
     }

@@ -1,8 +1,10 @@
 //! Batched sampling with a KV cache: temperature, top-p, top-k, min-p, stop ids, seeded.
 //!
-//! [`generate`] runs one prefill over the left-padded prompts (filling a [`KvCache`]), then
-//! feeds exactly one new token per row and step with that cache, so the prefix is never run
-//! again. Each step filters and draws on the device ([`select`]: temperature, top-k, top-p,
+//! [`generate`] prefills each distinct prompt once (rows that repeat a prompt, such as the
+//! samples of a group, get a copy of its keys and values) into a [`KvCache`] allocated for the
+//! whole generation, then feeds exactly one new token per row and step, written into the
+//! cache in place, so the prefix is never run again. The decode step runs the backend's fused
+//! kernels where it has them ([`crate::kernels`]), the composite tensor code otherwise. Each step filters and draws on the device ([`select`]: temperature, top-k, top-p,
 //! min-p, the inverse-CDF draw at one uniform number per row from the caller's [`Uniforms`]:
 //! a seeded [`SamplerRng`] shared by the rows, or one stream per row, [`RowStreams`]); only
 //! the chosen ids (`[batch]` ints) are copied to the host, where the stop check needs them.
@@ -21,13 +23,15 @@
 //! several data-parallel ranks draw the same samples). Greedy decoding draws nothing and
 //! does not depend on the batch. The same seed gives the same samples on the same backend;
 //! another backend may round a draw that falls within float32 rounding of a boundary between
-//! two tokens to the neighbour. Finished rows stay in the batch: they are fed `pad_id`,
-//! masked out of the keys, and their outputs ignored; generation ends when every row has
-//! stopped or after `max_new_tokens` steps.
+//! two tokens to the neighbour. A finished row is fed `pad_id` and masked out of the keys
+//! until a quarter of the batch has finished; then the finished rows leave the batch (and
+//! the cache), so they cost nothing more. Generation ends when every row has stopped or after
+//! `max_new_tokens` steps.
 //!
 //! [`KvCache`]: crate::KvCache
 
 pub mod batch;
+mod decoding;
 pub mod params;
 pub mod sampling;
 pub mod select;
@@ -35,7 +39,9 @@ pub mod select;
 use burn::tensor::{backend::Backend, Bool, IndexingUpdateOp, Int, Tensor, TensorData};
 use rand::Rng;
 
-use crate::arch::{positions_from_mask, CausalDecoder};
+use crate::arch::CausalDecoder;
+use crate::kernels::{self, DecoderBackend};
+use decoding::Decoding;
 
 pub use batch::left_pad;
 pub use params::SamplingParams;
@@ -224,8 +230,9 @@ struct Row {
 
 /// Generates up to `params.max_new_tokens` tokens after each left-padded prompt.
 ///
-/// One prefill fills the KV cache; each following step feeds one token per row with the cache
-/// (positions continue from the row's own prompt length, the key mask grows by one column).
+/// One prefill per distinct prompt fills the KV cache; each following step feeds one token
+/// per unfinished row with the cache (positions continue from the row's own prompt length,
+/// the key mask grows by one column).
 /// See the [module docs](self) for how random numbers are assigned to rows.
 ///
 /// # Shapes
@@ -236,7 +243,7 @@ struct Row {
 /// [`GenerationError`]: invalid params, an empty batch or prompt, a batch that is not
 /// left-padded or holds ids outside the vocabulary, a `pad_id` outside the vocabulary, a
 /// prompt with `max_position_embeddings` tokens or more, non-finite logits.
-pub fn generate<B: Backend, M: CausalDecoder<B>, U: Uniforms + ?Sized>(
+pub fn generate<B: DecoderBackend, M: CausalDecoder<B>, U: Uniforms + ?Sized>(
     model: &M,
     prompt_ids: Tensor<B, 2, Int>,
     prompt_mask: Tensor<B, 2, Bool>,
@@ -247,7 +254,7 @@ pub fn generate<B: Backend, M: CausalDecoder<B>, U: Uniforms + ?Sized>(
     params.validate()?;
     let config = model.model_config();
     let vocab_size = config.vocab_size;
-    let lengths = batch::prompt_lengths(
+    let prompts = batch::prompt_rows(
         &prompt_ids,
         &prompt_mask,
         vocab_size,
@@ -263,10 +270,9 @@ pub fn generate<B: Backend, M: CausalDecoder<B>, U: Uniforms + ?Sized>(
     let device = prompt_ids.device();
     let _span = tracing::debug_span!("generate", batch, prompt_len = width).entered();
 
-    // With a repetition penalty: how often each row holds each id so far (its prompt's real
-    // tokens to start with), `[batch, vocab]`.
-    let penalty = params.repetition_penalty;
-    let mut seen = (penalty != 1.0).then(|| {
+    // With a repetition penalty: how often each active row holds each id so far (its
+    // prompt's real tokens to start with), `[active, vocab]`.
+    let mut seen = (params.repetition_penalty != 1.0).then(|| {
         Tensor::<B, 2>::zeros([batch, vocab_size], &device).scatter(
             1,
             prompt_ids.clone(),
@@ -275,68 +281,69 @@ pub fn generate<B: Backend, M: CausalDecoder<B>, U: Uniforms + ?Sized>(
         )
     });
     let mut cache = model.empty_cache();
-    let positions = positions_from_mask(prompt_mask.clone());
-    let hidden = model.decode_hidden(prompt_ids, prompt_mask.clone(), positions, Some(&mut cache));
-    let mut logits = model.decode_logits(hidden.narrow(1, width - 1, 1));
-    let mut key_mask = prompt_mask;
+    cache.reserve(width + params.max_new_tokens);
+    let mut logits = decoding::prefill(model, prompt_ids, prompt_mask, &prompts, &mut cache);
+    let mut state = Decoding::new(prompts.real.clone());
     let mut rows = vec![Row::default(); batch];
     let mut log_probs = Vec::new();
     let mut host_bytes = 0;
 
     for step in 0..params.max_new_tokens {
         // One uniform per row and step, finished rows included (see the module docs).
-        let uniforms = (!params.is_greedy()).then(|| {
-            let u = rng.next_uniforms(batch);
-            Tensor::<B, 1>::from_data(TensorData::new(u, [batch]), &device)
-        });
-        let mut step_logits = logits.flatten::<2>(1, 2);
-        if let Some(seen) = &seen {
-            step_logits =
-                apply_repetition_penalty(step_logits, seen.clone().greater_elem(0.0), penalty);
-        }
-        let selection = select_tokens(step_logits.clone(), params, uniforms);
+        let uniforms = (!params.is_greedy()).then(|| rng.next_uniforms(batch));
+        let selection = choose(
+            logits.clone(),
+            params,
+            uniforms,
+            &state.active,
+            seen.as_ref(),
+        );
         if let Some(seen) = seen.as_mut() {
             // The chosen ids join what the rows hold (a finished row's does not matter).
-            let chosen = selection.ids.clone().clamp_min(0).reshape([batch, 1]);
-            let ones = Tensor::<B, 2>::ones([batch, 1], &device);
+            let active = state.active.len();
+            let chosen = selection.ids.clone().clamp_min(0).reshape([active, 1]);
+            let ones = Tensor::<B, 2>::ones([active, 1], &device);
             *seen = seen.clone().scatter(1, chosen, ones, IndexingUpdateOp::Add);
         }
         let ids = selection.ids.into_data();
         host_bytes += ids.bytes.len();
         let ids: Vec<i64> = ids.iter::<i64>().collect();
-        for (r, row) in rows.iter_mut().enumerate() {
+        for (i, &r) in state.active.iter().enumerate() {
+            let row = &mut rows[r];
             if row.stopped {
                 continue;
             }
-            if ids[r] < 0 {
-                return Err(bad_logits(step_logits, r, step));
+            if ids[i] < 0 {
+                return Err(bad_logits(logits, i, r, step));
             }
-            row.tokens.push(ids[r] as u32);
-            row.stopped = params.stop_token_ids.contains(&(ids[r] as u32));
+            row.tokens.push(ids[i] as u32);
+            row.stopped = params.stop_token_ids.contains(&(ids[i] as u32));
         }
-        log_probs.push(selection.log_probs.reshape([batch, 1]));
+        log_probs.push(per_row(selection.log_probs, &state.active, batch));
         if step + 1 == params.max_new_tokens || rows.iter().all(|r| r.stopped) {
             break;
         }
-        // Feed the token just chosen; finished rows get a masked-out pad.
-        let live: Vec<bool> = rows.iter().map(|r| !r.stopped).collect();
-        let next: Vec<i64> = rows
-            .iter()
-            .map(|r| match r.stopped {
-                true => i64::from(pad_id),
-                false => i64::from(r.tokens[step]),
-            })
+        let stopped: Vec<bool> = rows.iter().map(|r| r.stopped).collect();
+        seen = state.compact(&stopped, &mut cache, seen);
+        // Feed each active row the token just chosen; a finished one gets a masked-out pad.
+        let feed = |r: usize| match rows[r].stopped {
+            true => (i64::from(pad_id), false),
+            false => (i64::from(rows[r].tokens[step]), true),
+        };
+        let active = state.active.len();
+        let next: Vec<i64> = state.active.iter().map(|&r| feed(r).0).collect();
+        let live: Vec<bool> = state.active.iter().map(|&r| feed(r).1).collect();
+        let positions: Vec<i64> = (state.active.iter())
+            .map(|&r| (prompts.lengths[r] + step) as i64)
             .collect();
-        let next_positions: Vec<i64> = lengths.iter().map(|&len| (len + step) as i64).collect();
-        let live = Tensor::<B, 2, Bool>::from_data(TensorData::new(live, [batch, 1]), &device);
-        key_mask = Tensor::cat(vec![key_mask, live], 1);
+        state.feed(&live);
         let hidden = model.decode_hidden(
-            Tensor::from_data(TensorData::new(next, [batch, 1]), &device),
-            key_mask.clone(),
-            Tensor::from_data(TensorData::new(next_positions, [batch, 1]), &device),
+            Tensor::from_data(TensorData::new(next, [active, 1]), &device),
+            state.key_mask(&device),
+            Tensor::from_data(TensorData::new(positions, [active, 1]), &device),
             Some(&mut cache),
         );
-        logits = model.decode_logits(hidden);
+        logits = model.decode_logits(hidden).reshape([active, vocab_size]);
     }
     Ok(assemble(
         rows,
@@ -346,12 +353,67 @@ pub fn generate<B: Backend, M: CausalDecoder<B>, U: Uniforms + ?Sized>(
     ))
 }
 
-/// The error for row `row` of `logits` (`[batch, vocab]`), whose selection was marked invalid:
-/// its first non-finite logit, read back on this error path only.
-fn bad_logits<B: Backend>(logits: Tensor<B, 2>, row: usize, step: usize) -> GenerationError {
+/// One step's choice for the active rows (`logits`: `[active, vocab]`): the repetition
+/// penalty, then the backend's selection kernel where it covers the settings (no top-k,
+/// top-p or min-p), else the composite [`select_tokens`].
+fn choose<B: DecoderBackend>(
+    logits: Tensor<B, 2>,
+    params: &SamplingParams,
+    uniforms: Option<Vec<f32>>,
+    active: &[usize],
+    seen: Option<&Tensor<B, 2>>,
+) -> Selection<B> {
+    let [_, vocab] = logits.dims();
+    let uniforms: Option<Vec<f32>> = uniforms.map(|u| active.iter().map(|&r| u[r]).collect());
+    let logits = match seen {
+        Some(seen) => apply_repetition_penalty(
+            logits,
+            seen.clone().greater_elem(0.0),
+            params.repetition_penalty,
+        ),
+        None => logits,
+    };
+    let filtered =
+        (params.top_k > 0 && params.top_k < vocab) || params.top_p < 1.0 || params.min_p > 0.0;
+    if !filtered {
+        let temperature = (!params.is_greedy()).then_some(params.temperature);
+        if let Some((ids, log_probs)) = kernels::select(&logits, temperature, uniforms.as_deref()) {
+            return Selection { ids, log_probs };
+        }
+    }
+    let device = logits.device();
+    let uniforms = uniforms.map(|u| {
+        let n = u.len();
+        Tensor::<B, 1>::from_data(TensorData::new(u, [n]), &device)
+    });
+    select_tokens(logits, params, uniforms)
+}
+
+/// A step's log-probabilities of the active rows as a `[batch, 1]` column (0 for rows no
+/// longer in the batch).
+fn per_row<B: Backend>(log_probs: Tensor<B, 1>, active: &[usize], batch: usize) -> Tensor<B, 2> {
+    if active.len() == batch {
+        return log_probs.reshape([batch, 1]);
+    }
+    let device = log_probs.device();
+    let rows: Vec<i64> = active.iter().map(|&r| r as i64).collect();
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [active.len()]), &device);
+    Tensor::<B, 1>::zeros([batch], &device)
+        .select_assign(0, rows, log_probs, IndexingUpdateOp::Add)
+        .reshape([batch, 1])
+}
+
+/// The error for row `row` (row `local` of `logits`, `[active, vocab]`), whose selection was
+/// marked invalid: its first non-finite logit, read back on this error path only.
+fn bad_logits<B: Backend>(
+    logits: Tensor<B, 2>,
+    local: usize,
+    row: usize,
+    step: usize,
+) -> GenerationError {
     let vocab = logits.dims()[1];
     let host: Vec<f32> = logits
-        .slice([row..row + 1, 0..vocab])
+        .slice([local..local + 1, 0..vocab])
         .into_data()
         .iter::<f32>()
         .collect();

@@ -9,6 +9,7 @@ use super::config::LoraConfig;
 use super::error::LoraError;
 use crate::arch::linear;
 use crate::arch::{CausalLm, ModelConfig, Projection, ProjectionDelta};
+use crate::kernels::DecoderBackend;
 
 /// A low-rank update of one projection: `delta(x) = scale · B(A(dropout(x)))`.
 ///
@@ -59,7 +60,10 @@ impl<B: Backend> LoraAdapter<B> {
     ///
     /// # Shapes
     /// - `x`: `[..., in]` → `[..., out]`
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D>
+    where
+        B: DecoderBackend,
+    {
         let dtype = x.dtype();
         let adapter_dtype = self.lora_a.weight.val().dtype();
         if dtype != adapter_dtype {
@@ -233,7 +237,7 @@ impl<B: Backend> LoraSet<B> {
 
 /// A set applies as the additive term of every adapted projection: `Δ(x) = scale · B(A(x))`
 /// (layer `N` uses `layers[N]`).
-impl<B: Backend> ProjectionDelta<B> for LoraSet<B> {
+impl<B: DecoderBackend> ProjectionDelta<B> for LoraSet<B> {
     fn delta(&self, layer: usize, projection: Projection, x: Tensor<B, 3>) -> Option<Tensor<B, 3>> {
         let adapter = self.layers.get(layer)?.adapter(projection)?;
         Some(adapter.forward(x))

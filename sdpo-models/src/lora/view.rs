@@ -7,6 +7,7 @@ use burn::tensor::{backend::Backend, Bool, Int, Tensor};
 use super::adapter::LoraSet;
 use super::error::LoraError;
 use crate::arch::{CausalDecoder, CausalLm, KvCache, ModelConfig, ProjectionDelta};
+use crate::kernels::DecoderBackend;
 
 /// A base model seen through one adapter set, without copying either: the student, a
 /// LoRA-EMA teacher and the sampler can all be `WithLora` views of the same frozen base with
@@ -48,14 +49,17 @@ impl<'a, B: Backend> WithLora<'a, B> {
     ///
     /// # Shapes
     /// - `ids`, `mask`: `[batch, seq]` → `[batch, seq, vocab]`
-    pub fn forward_logits(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+    pub fn forward_logits(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3>
+    where
+        B: DecoderBackend,
+    {
         let positions = crate::arch::positions_from_mask(mask.clone());
         let hidden = self.decode_hidden(ids, mask, positions, None);
         self.decode_logits(hidden)
     }
 }
 
-impl<B: Backend> CausalDecoder<B> for WithLora<'_, B> {
+impl<B: DecoderBackend> CausalDecoder<B> for WithLora<'_, B> {
     fn model_config(&self) -> &ModelConfig {
         &self.base.config
     }
@@ -118,12 +122,15 @@ impl<B: Backend> LoraModel<B> {
     ///
     /// # Shapes
     /// - `ids`, `mask`: `[batch, seq]` → `[batch, seq, vocab]`
-    pub fn forward_logits(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3> {
+    pub fn forward_logits(&self, ids: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> Tensor<B, 3>
+    where
+        B: DecoderBackend,
+    {
         self.view().forward_logits(ids, mask)
     }
 }
 
-impl<B: Backend> CausalDecoder<B> for LoraModel<B> {
+impl<B: DecoderBackend> CausalDecoder<B> for LoraModel<B> {
     fn model_config(&self) -> &ModelConfig {
         &self.base.config
     }
