@@ -93,8 +93,10 @@ def mean_after_first(rows):
 ours = theirs = None
 if os.path.exists(f"{work}/sdpo/metrics.jsonl"):
     rows = [json.loads(l) for l in open(f"{work}/sdpo/metrics.jsonl")]
-    rows = [{k[5:]: v for k, v in r.items() if k.startswith("time/")} for r in rows if "time/step" in r]
+    steps = [r for r in rows if "time/step" in r]
+    rows = [{k[5:]: v for k, v in r.items() if k.startswith("time/")} for r in steps]
     ours, n_ours = mean_after_first(rows)
+    cores, _ = mean_after_first([{k[6:]: v for k, v in r.items() if k.startswith("cores/")} for r in steps])
     ours["peak"] = float(open(f"{work}/sdpo.peak").read())
 if os.path.exists(f"{work}/trl.log"):
     rows = []
@@ -106,8 +108,8 @@ if os.path.exists(f"{work}/trl.log"):
     theirs["peak"] = float(open(f"{work}/trl.peak").read())
     theirs["teacher+student+update"] = theirs["step"] - theirs.get("generate", 0.0)
 print(f"W1, mean of the steps after the first (sdpo {n_ours if ours else 0}, TRL {n_theirs if theirs else 0})")
-print("| phase | sdpo-rs | TRL | sdpo / TRL |")
-print("| --- | --- | --- | --- |")
+print("| phase | sdpo-rs | TRL | sdpo / TRL | sdpo-rs cores busy |")
+print("| --- | --- | --- | --- | --- |")
 pairs = [("rollout (generation)", "rollout", "generate"),
          ("teacher forward", "teacher", "teacher"),
          ("student forward+backward", "student", None),
@@ -123,7 +125,8 @@ for name, a, b in pairs:
     ratio = ""
     if ours and theirs and a in ours and b in theirs and theirs[b] > 0:
         ratio = f"{ours[a] / theirs[b]:.2f}x"
-    print(f"| {name} | {cell(ours, a)} | {cell(theirs, b)} | {ratio} |")
+    busy = f"{cores[a]:.2f}" if ours and a in cores else ""
+    print(f"| {name} | {cell(ours, a)} | {cell(theirs, b)} | {ratio} | {busy} |")
 if theirs:
     print(f"TRL student forward {theirs.get('student', 0):.2f} s, backward {theirs.get('backward', 0):.2f} s, "
           f"other (rewards, reprompting, optimizer, EMA) {theirs.get('other', 0):.2f} s")

@@ -88,6 +88,21 @@ pub const TIME_STUDENT: &str = "time/student";
 pub const TIME_UPDATE: &str = "time/update";
 /// See [`TIME_ROLLOUT`].
 pub const TIME_STEP: &str = "time/step";
+/// Cores each phase kept busy on average: the process's CPU seconds (every thread's user and
+/// system time) over the phase's wall-clock seconds; `cores/rollout`, `cores/reward`,
+/// `cores/teacher`, `cores/student`, `cores/update`, `cores/step` (absent where the platform
+/// reports no CPU time). Not reference metrics.
+pub const CORES_ROLLOUT: &str = "cores/rollout";
+/// See [`CORES_ROLLOUT`].
+pub const CORES_REWARD: &str = "cores/reward";
+/// See [`CORES_ROLLOUT`].
+pub const CORES_TEACHER: &str = "cores/teacher";
+/// See [`CORES_ROLLOUT`].
+pub const CORES_STUDENT: &str = "cores/student";
+/// See [`CORES_ROLLOUT`].
+pub const CORES_UPDATE: &str = "cores/update";
+/// See [`CORES_ROLLOUT`].
+pub const CORES_STEP: &str = "cores/step";
 
 // Data-parallel training (several ranks; not reference metrics). A step's metrics are combined
 // over the ranks: means of the ranks' values, except `time/*` and `*_max` (largest) and
@@ -152,3 +167,5 @@ pub const PROBE_KL_FAILED: &str = "teacher_probe/teacher_kl_failed";
 pub const PROBE_SUCCESSFUL_WITH_SIGNAL: &str = "teacher_probe/successful_with_signal";
 /// Seconds spent in the probe (not part of [`TIME_STEP`]).
 pub const TIME_PROBE: &str = "time/teacher_probe";
+/// Cores the probe kept busy on average (see [`CORES_ROLLOUT`]).
+pub const CORES_PROBE: &str = "cores/teacher_probe";

@@ -189,6 +189,10 @@ pub struct Tokenizer {
     pad: Option<String>,
     unk: Option<String>,
     eos_ids: Vec<u32>,
+    /// `inner.get_vocab_size(true)`, read once: the tokenizers library builds the whole
+    /// vocabulary map to answer it (milliseconds for 49 152 tokens), and decoding checks every
+    /// id against it.
+    vocab_size: usize,
     /// Where it was loaded from, for messages.
     origin: String,
 }
@@ -525,8 +529,10 @@ impl Tokenizer {
             [(name, _)] => named_templates.get(name).cloned(),
             _ => named_templates.get(DEFAULT_TEMPLATE).cloned(),
         };
+        let vocab_size = inner.get_vocab_size(true);
         let mut tok = Self {
             inner,
+            vocab_size,
             chat_template,
             named_templates,
             bos: None,
@@ -758,7 +764,7 @@ impl Tokenizer {
 
     /// Vocabulary size, added tokens included (transformers' `len(tokenizer)`).
     pub fn vocab_size(&self) -> usize {
-        self.inner.get_vocab_size(true)
+        self.vocab_size
     }
 
     /// The id of a token (a vocabulary entry, not a text to encode).

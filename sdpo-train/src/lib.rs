@@ -14,6 +14,7 @@ pub mod error;
 pub mod grad_norm;
 pub mod metrics_log;
 pub mod model_identity;
+pub mod phase_clock;
 pub mod policy;
 pub mod prompts;
 pub mod reward;

@@ -5,28 +5,29 @@ use sdpo_core::metrics as names;
 use sdpo_core::reprompt::RepromptMetrics;
 
 use crate::metrics_log::Metrics;
+use crate::phase_clock::PhaseTime;
 use crate::policy::StepItem;
 use crate::reward::{RewardSummary, Scored};
 use crate::teacher_probe::ProbeReport;
 use crate::updater::UpdateOutcome;
 
-/// Seconds spent in each phase of a step.
+/// Wall-clock and CPU time of each phase of a step.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PhaseTimes {
     /// Sampling the completions.
-    pub rollout: f64,
+    pub rollout: PhaseTime,
     /// Scoring them.
-    pub reward: f64,
+    pub reward: PhaseTime,
     /// Teacher forwards and the teacher update.
-    pub teacher: f64,
+    pub teacher: PhaseTime,
     /// Student forwards and backwards (old log-probs included).
-    pub student: f64,
+    pub student: PhaseTime,
     /// Gradient norms and optimizer updates.
-    pub update: f64,
+    pub update: PhaseTime,
     /// The teacher probe (not part of `step`).
-    pub probe: f64,
+    pub probe: PhaseTime,
     /// The whole step.
-    pub step: f64,
+    pub step: PhaseTime,
 }
 
 /// Statistics of the step's rewards.
@@ -182,27 +183,33 @@ impl StepMetrics {
         put(names::TRUNCATED_FRACTION, self.responses.truncated_fraction);
         put(
             names::TOKENS_PER_SECOND,
-            self.responses.tokens as f64 / self.times.step.max(1e-9),
+            self.responses.tokens as f64 / self.times.step.wall.max(1e-9),
         );
         for (name, value) in self.reprompt.named() {
             put(name, value);
         }
         let t = &self.times;
-        for (name, value) in [
-            (names::TIME_ROLLOUT, t.rollout),
-            (names::TIME_REWARD, t.reward),
-            (names::TIME_TEACHER, t.teacher),
-            (names::TIME_STUDENT, t.student),
-            (names::TIME_UPDATE, t.update),
-            (names::TIME_STEP, t.step),
+        for (time, cores, phase) in [
+            (names::TIME_ROLLOUT, names::CORES_ROLLOUT, t.rollout),
+            (names::TIME_REWARD, names::CORES_REWARD, t.reward),
+            (names::TIME_TEACHER, names::CORES_TEACHER, t.teacher),
+            (names::TIME_STUDENT, names::CORES_STUDENT, t.student),
+            (names::TIME_UPDATE, names::CORES_UPDATE, t.update),
+            (names::TIME_STEP, names::CORES_STEP, t.step),
         ] {
-            put(name, value);
+            put(time, phase.wall);
+            if let Some(c) = phase.cores() {
+                put(cores, c);
+            }
         }
         if let Some(probe) = &self.probe {
             for (name, value) in probe.named() {
                 put(name, value);
             }
-            put(names::TIME_PROBE, t.probe);
+            put(names::TIME_PROBE, t.probe.wall);
+            if let Some(c) = t.probe.cores() {
+                put(names::CORES_PROBE, c);
+            }
         }
         put(names::STEPS_WITHOUT_TEACHER_SIGNAL, self.health.0 as f64);
         put(names::STEPS_WITH_FLAT_REWARDS, self.health.1 as f64);

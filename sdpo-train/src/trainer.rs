@@ -45,6 +45,7 @@ use crate::data_parallel::{
 use crate::dataset::{Dataset, PromptSampler, Row, SamplerState};
 use crate::metrics_log::{Metrics, MetricsWriter};
 use crate::model_identity::{ModelIdentity, IDENTITY_FILE};
+use crate::phase_clock::{timed, PhaseTime, Span};
 use crate::policy::{Policy, StepSettings, TeacherSignal};
 use crate::prompts::Prompts;
 use crate::reward::{Rewards, Scored};
@@ -577,7 +578,7 @@ where
         num_generations: usize,
         first_group: usize,
     ) -> Result<StepReport, TrainError> {
-        let t_step = Instant::now();
+        let step_span = Span::start();
         let mut times = PhaseTimes::default();
         let rollout = timed(&mut times.rollout, || {
             self.rollout(rows, num_generations, first_group)
@@ -606,9 +607,9 @@ where
                 self.teacher.update(&self.policy.valid(), self.step)
             })?;
         }
-        times.update = passes.outcome.update_seconds;
+        times.update = passes.outcome.update_time;
         // The probe is a diagnostic: the step's time leaves it out.
-        times.step = t_step.elapsed().as_secs_f64() - times.probe;
+        times.step = step_span.elapsed().without(times.probe);
         let report = self.report(rollout, scored, plan, teacher_inputs, passes, times, probe);
         let report = self.combine_ranks(report, comm)?;
         Ok(report.with_warnings_first(failure_reports))
@@ -832,7 +833,7 @@ where
         };
         let teacher = &self.teacher;
         let distills = sdpo.distillation_weight > 0.0;
-        let (mut teacher_s, mut student_s) = (0.0, 0.0);
+        let (mut teacher_s, mut student_s) = (PhaseTime::default(), PhaseTime::default());
         let outcome = self
             .updater
             .update(&mut self.policy, n, |policy, samples, loss_scale| {
@@ -1182,14 +1183,6 @@ where
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.to_path_buf();
     move |source| TrainError::from(CheckpointError::Io { path, source })
-}
-
-/// Runs `f`, adding its seconds to `slot`.
-fn timed<T>(slot: &mut f64, f: impl FnOnce() -> T) -> T {
-    let t0 = Instant::now();
-    let out = f();
-    *slot += t0.elapsed().as_secs_f64();
-    out
 }
 
 /// The config's mini-batches, micro-batches and epochs.

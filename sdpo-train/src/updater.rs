@@ -8,7 +8,6 @@
 //! uses the same learning rate (verl steps its scheduler once per `update_policy`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::TrainBackend;
 use burn::optim::lr_scheduler::LrScheduler;
@@ -23,6 +22,7 @@ use crate::collective::gradients::all_reduce_gradients;
 use crate::collective::Collective;
 use crate::error::TrainError;
 use crate::grad_norm::{clip_global_norm, global_norm};
+use crate::phase_clock::{PhaseTime, Span};
 use crate::policy::{Policy, StepItem};
 
 /// How a generation batch is cut into updates.
@@ -47,9 +47,9 @@ pub struct UpdateOutcome {
     pub skipped: usize,
     /// The learning rate of the step.
     pub learning_rate: f64,
-    /// Seconds spent on gradient norms and optimizer updates (the gradient all-reduce
+    /// Time spent on gradient norms and optimizer updates (the gradient all-reduce
     /// included).
-    pub update_seconds: f64,
+    pub update_time: PhaseTime,
     /// Seconds spent in the gradient all-reduce (data-parallel ranks only).
     pub reduce_seconds: f64,
     /// Bytes this rank all-reduced for the gradients (data-parallel ranks only).
@@ -155,7 +155,7 @@ where
                 outcome.items.push(item);
                 accumulator.accumulate(policy, grads);
             }
-            let t0 = Instant::now();
+            let span = Span::start();
             let mut grads = accumulator.grads();
             if let Some(collective) = &self.collective {
                 let (all_finite, stats) = all_reduce_gradients::<B, _>(
@@ -182,7 +182,7 @@ where
                 outcome.skipped += 1;
                 tracing::warn!("non-finite loss or gradient norm: optimizer update skipped");
             }
-            outcome.update_seconds += t0.elapsed().as_secs_f64();
+            outcome.update_time += span.elapsed();
         }
         Ok(outcome)
     }
