@@ -298,13 +298,15 @@ fn a_signal_before_training_ends_the_process_at_once() {
     assert!(stderr.contains("nothing to save"), "{stderr}");
 }
 
-/// Metrics rows without their timings (which differ between runs), one line each.
+/// Metrics rows without their timings and core use (which differ between runs), one line each.
 fn without_times(rows: Vec<serde_json::Value>) -> Vec<String> {
     rows.into_iter()
         .map(|mut r| {
-            r.as_object_mut()
-                .unwrap()
-                .retain(|k, _| !k.starts_with("time/") && !k.starts_with("throughput/"));
+            r.as_object_mut().unwrap().retain(|k, _| {
+                !["time/", "cores/", "throughput/"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            });
             r.to_string()
         })
         .collect()
