@@ -184,9 +184,9 @@ pub struct TrainConfig {
     /// `sdpo_train::teacher_probe`) on step 1 and every this many steps; 0 = never. It draws
     /// no random numbers, so training is the same either way. One probe costs under one step's
     /// time (two batched greedy decodes through the generation engine and two scoring passes:
-    /// 0.15 s on the built-in job; 20.7 s against a 25–33 s step on SmolLM2-135M full
-    /// fine-tuning with 16 samples, 2 cores), so at the default every 50 steps it adds under
-    /// 2% to a run; logged as `time/teacher_probe` outside `time/step`. Default 50.
+    /// 0.15 s on the built-in job; 12–15 s against a 23–27 s step on SmolLM2-135M full
+    /// fine-tuning with 16 samples, 2 cores), so at the default every 50 steps it adds about
+    /// 1% to a run; logged as `time/teacher_probe` outside `time/step`. Default 50.
     pub teacher_probe_every: usize,
     /// Data-parallel settings (timeouts, the parameter checksum); `prompts_per_step` is the
     /// global batch, split evenly over the ranks.
