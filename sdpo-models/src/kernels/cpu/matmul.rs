@@ -402,16 +402,16 @@ impl WithSimd for OutInTask<'_, '_> {
         // 10-40% slower at 1-16 rows with AVX-512: every tile reduces each accumulator to one
         // sum, and a short batch fills only part of a 6-row tile).
         if S::REGISTER_COUNT >= 32 {
-            out_in_rows::<S, 4, 4>(simd, self);
+            out_in_rows::<S, 4>(simd, self);
         } else {
-            out_in_rows::<S, 4, 2>(simd, self);
+            out_in_rows::<S, 2>(simd, self);
         }
     }
 }
 
-/// The task body: tiles of `MR` rows of x by `NV` rows of W, dot products along `k`.
+/// The task body: tiles of 4 rows of x by `NV` rows of W, dot products along `k`.
 #[inline(always)]
-fn out_in_rows<S: Simd, const MR: usize, const NV: usize>(simd: S, t: OutInTask<'_, '_>) {
+fn out_in_rows<S: Simd, const NV: usize>(simd: S, t: OutInTask<'_, '_>) {
     let m = t.x.rows;
     let width = t.c1 - t.c0;
     let mut v = 0;
@@ -419,10 +419,10 @@ fn out_in_rows<S: Simd, const MR: usize, const NV: usize>(simd: S, t: OutInTask<
         let nv = NV.min(width - v);
         let mut i = 0;
         while i < m {
-            let mr = MR.min(m - i);
-            let xs: [&[f32]; MR] = std::array::from_fn(|r| t.x.row(i + r.min(mr - 1)));
+            let mr = 4.min(m - i);
+            let xs: [&[f32]; 4] = std::array::from_fn(|r| t.x.row(i + r.min(mr - 1)));
             let ws: [&[f32]; NV] = std::array::from_fn(|c| t.w.row(t.c0 + v + c.min(nv - 1)));
-            let dots = dot_tile::<S, MR, NV>(simd, xs, ws);
+            let dots = dot_tile::<S, NV>(simd, xs, ws);
             for (r, row) in dots.iter().enumerate().take(mr) {
                 let start = (i + r) * width + v;
                 t.out[start..start + nv].copy_from_slice(&row[..nv]);
@@ -433,20 +433,20 @@ fn out_in_rows<S: Simd, const MR: usize, const NV: usize>(simd: S, t: OutInTask<
     }
 }
 
-/// The `MR` x `NV` dot products of rows `xs` and `ws` (all of one length).
+/// The 4 x `NV` dot products of rows `xs` and `ws` (all of one length).
 #[inline(always)]
-fn dot_tile<S: Simd, const MR: usize, const NV: usize>(
+fn dot_tile<S: Simd, const NV: usize>(
     simd: S,
-    xs: [&[f32]; MR],
+    xs: [&[f32]; 4],
     ws: [&[f32]; NV],
-) -> [[f32; NV]; MR] {
+) -> [[f32; NV]; 4] {
     let lanes = S::F32_LANES;
     let len = xs[0].len();
     assert!(xs.iter().all(|r| r.len() == len) && ws.iter().all(|r| r.len() == len));
     let vectors = len / lanes;
     let xp = xs.map(<[f32]>::as_ptr);
     let wp = ws.map(<[f32]>::as_ptr);
-    let mut acc = [[simd.splat_f32s(0.0); NV]; MR];
+    let mut acc = [[simd.splat_f32s(0.0); NV]; 4];
     for p in 0..vectors {
         // SAFETY: every row holds `len ≥ (p + 1) · lanes` elements (asserted above).
         unsafe {
@@ -462,8 +462,8 @@ fn dot_tile<S: Simd, const MR: usize, const NV: usize>(
         }
     }
     let tail = vectors * lanes..len;
-    let mut out = [[0f32; NV]; MR];
-    for r in 0..MR {
+    let mut out = [[0f32; NV]; 4];
+    for r in 0..4 {
         for c in 0..NV {
             let rest: f32 = xs[r][tail.clone()]
                 .iter()
