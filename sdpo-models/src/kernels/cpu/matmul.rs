@@ -10,7 +10,8 @@
 //!
 //! Two layouts of `W`: `[k, n]` with contiguous rows (a Burn `Linear` weight: `x · W`), and
 //! `[n, k]` with contiguous rows (an embedding matrix used as the tied output head:
-//! `x · Wᵀ`, dot products along `k`). Rows of `x` are contiguous; the output is `[m, n]`.
+//! `x · Wᵀ`, dot products along `k` for a few rows, and `W · xᵀ` in the register tiles of
+//! the first layout once the rows fill half a vector). Rows of `x` are contiguous; the output is `[m, n]`.
 //! SIMD through pulp's run-time dispatch (AVX-512, AVX2+FMA, SSE, NEON, scalar), tasks through
 //! rayon.
 
@@ -240,7 +241,7 @@ fn row_groups<S: Simd, const NR: usize>(
     while S::REGISTER_COUNT >= 32 && i + 6 <= m {
         // SAFETY: the asserts above bound every offset the tile reads or writes.
         unsafe {
-            tile::<S, 6, NR>(
+            tile::<S, 6, NR, false>(
                 simd,
                 t.x.data[i * t.x.stride + kb..].as_ptr(),
                 t.x.stride,
@@ -256,7 +257,7 @@ fn row_groups<S: Simd, const NR: usize>(
     while i + 4 <= m {
         // SAFETY: the asserts above bound every offset the tile reads or writes.
         unsafe {
-            tile::<S, 4, NR>(
+            tile::<S, 4, NR, false>(
                 simd,
                 t.x.data[i * t.x.stride + kb..].as_ptr(),
                 t.x.stride,
@@ -272,7 +273,7 @@ fn row_groups<S: Simd, const NR: usize>(
     while i < m {
         // SAFETY: as above.
         unsafe {
-            tile::<S, 1, NR>(
+            tile::<S, 1, NR, false>(
                 simd,
                 t.x.data[i * t.x.stride + kb..].as_ptr(),
                 t.x.stride,
@@ -288,7 +289,8 @@ fn row_groups<S: Simd, const NR: usize>(
 }
 
 /// A register tile: `MR` rows of x times `NR` vectors of W columns over `kc` rows of W,
-/// added to the output tile.
+/// added to the output tile. With `STREAM_X` the prefetch hints run ahead along x's rows
+/// (x is the large operand streaming from memory) rather than into W's next column tile.
 ///
 /// # Safety
 /// `x` must be valid for `MR` rows of `kc` elements at stride `xs`, `w` for `kc` rows of
@@ -296,7 +298,7 @@ fn row_groups<S: Simd, const NR: usize>(
 /// stride `os`, and nothing else may access the output tile meanwhile.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn tile<S: Simd, const MR: usize, const NR: usize>(
+unsafe fn tile<S: Simd, const MR: usize, const NR: usize, const STREAM_X: bool>(
     simd: S,
     x: *const f32,
     xs: usize,
@@ -320,7 +322,18 @@ unsafe fn tile<S: Simd, const MR: usize, const NR: usize>(
             // 30-40% faster at 1-16 rows on the development machine). A hint only: it never
             // faults.
             #[cfg(target_arch = "x86_64")]
-            {
+            if STREAM_X {
+                // x streams from memory instead (the transposed head): its rows' cache lines
+                // a few lines ahead, one hint per row and line.
+                if t % 16 == 0 {
+                    for r in 0..MR {
+                        let ahead = x.wrapping_add(r * xs + t + 64) as *const i8;
+                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                            ahead,
+                        );
+                    }
+                }
+            } else {
                 let next = wrow.wrapping_add(NR * lanes) as *const i8;
                 let mut byte = 0;
                 while byte < NR * lanes * 4 {
@@ -351,6 +364,11 @@ unsafe fn tile<S: Simd, const MR: usize, const NR: usize>(
 /// `x · Wᵀ` for `W` stored `[n, k]`: tasks own ranges of W's rows (output columns), each a
 /// contiguous stretch of memory.
 fn out_in(x: Rows<'_>, w: Rows<'_>) -> Vec<f32> {
+    out_in_with(x, w, None)
+}
+
+/// [`out_in`], transposed or not as `transpose` says (`None`: by [`transposes`]).
+fn out_in_with(x: Rows<'_>, w: Rows<'_>, transpose: Option<bool>) -> Vec<f32> {
     let (m, k, n) = (x.rows, x.cols, w.rows);
     let mut out = vec![0f32; m * n];
     if m == 0 || n == 0 {
@@ -371,6 +389,7 @@ fn out_in(x: Rows<'_>, w: Rows<'_>) -> Vec<f32> {
                 w,
                 c0,
                 c1,
+                transpose,
                 out: &mut local,
             });
             local
@@ -390,6 +409,8 @@ struct OutInTask<'a, 'b> {
     w: Rows<'a>,
     c0: usize,
     c1: usize,
+    /// Whether to run as `W · xᵀ` (`None`: by [`transposes`]).
+    transpose: Option<bool>,
     out: &'b mut [f32],
 }
 
@@ -398,6 +419,12 @@ impl WithSimd for OutInTask<'_, '_> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
+        if self
+            .transpose
+            .unwrap_or_else(|| transposes(self.x.rows, S::F32_LANES))
+        {
+            return out_in_transposed(simd, self);
+        }
         // 4 x 4 accumulators with 32 vector registers, 4 x 2 with 16 (6 x 4 tiles measured
         // 10-40% slower at 1-16 rows with AVX-512: every tile reduces each accumulator to one
         // sum, and a short batch fills only part of a 6-row tile).
@@ -406,6 +433,101 @@ impl WithSimd for OutInTask<'_, '_> {
         } else {
             out_in_rows::<S, 2>(simd, self);
         }
+    }
+}
+
+/// Whether `x · Wᵀ` with `m` rows of x runs as `(W · xᵀ)ᵀ` ([`out_in_transposed`]): once
+/// the rows fill at least half of a vector (`head_throughput` below, AVX-512, SmolLM2's and
+/// Qwen2.5-0.5B's heads: 8 rows 74-80 GFLOP/s against 56-73 as dot products, 16 rows 140-145
+/// against 93-97, 32 rows 148-160 against 116-131; at 4 rows the dot products are as fast).
+fn transposes(m: usize, lanes: usize) -> bool {
+    2 * m >= lanes
+}
+
+/// [`OutInTask`] as the product `W · xᵀ`: x's rows transposed into the columns of a small
+/// `[k, m]` matrix (padded to whole vectors) that stays in cache, W's rows broadcast one
+/// element at a time against it in the register tiles of [`in_out`] — no dot product ends
+/// in a horizontal sum, which is what bounds the dot tiles once there are many rows. The
+/// `[width, m]` result is transposed into `out`.
+#[inline(always)]
+fn out_in_transposed<S: Simd>(simd: S, t: OutInTask<'_, '_>) {
+    let lanes = S::F32_LANES;
+    let (m, k) = (t.x.rows, t.x.cols);
+    let width = t.c1 - t.c0;
+    let vectors = m.div_ceil(lanes);
+    let padded = vectors * lanes;
+    let mut xt = vec![0f32; k * padded];
+    for r in 0..m {
+        for (h, x) in t.x.row(r).iter().enumerate() {
+            xt[h * padded + r] = *x;
+        }
+    }
+    let mut yt = vec![0f32; width * padded];
+    let w = Rows {
+        data: &t.w.data[t.c0 * t.w.stride..],
+        rows: width,
+        cols: k,
+        stride: t.w.stride,
+    };
+    let xt = Rows {
+        data: &xt,
+        rows: k,
+        cols: padded,
+        stride: padded,
+    };
+    let mut c = 0;
+    while c + 2 <= vectors {
+        if S::REGISTER_COUNT >= 32 {
+            transposed_columns::<S, 12, 2>(simd, w, xt, c * lanes, &mut yt);
+        } else {
+            transposed_columns::<S, 6, 2>(simd, w, xt, c * lanes, &mut yt);
+        }
+        c += 2;
+    }
+    if c < vectors {
+        if S::REGISTER_COUNT >= 32 {
+            transposed_columns::<S, 24, 1>(simd, w, xt, c * lanes, &mut yt);
+        } else {
+            transposed_columns::<S, 12, 1>(simd, w, xt, c * lanes, &mut yt);
+        }
+    }
+    for r in 0..m {
+        for (v, y) in t.out[r * width..(r + 1) * width].iter_mut().enumerate() {
+            *y = yt[v * padded + r];
+        }
+    }
+}
+
+/// Columns `j .. j + NR · lanes` of `W · xᵀ` (`xt` = xᵀ, `[k, padded]`) for every row of
+/// `w`, in tiles of `MR` rows of W (then single rows), into `yt` (`[w.rows, padded]`).
+#[inline(always)]
+fn transposed_columns<S: Simd, const MR: usize, const NR: usize>(
+    simd: S,
+    w: Rows<'_>,
+    xt: Rows<'_>,
+    j: usize,
+    yt: &mut [f32],
+) {
+    let lanes = S::F32_LANES;
+    let (rows, k, padded) = (w.rows, w.cols, xt.cols);
+    // Bounds, checked once for the raw reads below.
+    assert!(j + NR * lanes <= padded && xt.rows == k && yt.len() >= rows * padded);
+    assert!(rows == 0 || w.data.len() >= (rows - 1) * w.stride + k);
+    let out = yt.as_mut_ptr();
+    let mut v = 0;
+    while v < rows {
+        let step = if v + MR <= rows { MR } else { 1 };
+        // SAFETY: the asserts above bound every offset the tile reads or writes.
+        unsafe {
+            let (x, o) = (w.data[v * w.stride..].as_ptr(), out.add(v * padded + j));
+            let wt = xt.data[j..].as_ptr();
+            if step == MR {
+                tile::<S, MR, NR, true>(simd, x, w.stride, wt, padded, o, padded, k);
+            } else {
+                tile::<S, 1, NR, true>(simd, x, w.stride, wt, padded, o, padded, k);
+            }
+        }
+        v += step;
     }
 }
 
@@ -509,6 +631,9 @@ mod tests {
             (4, 64, 96),
             (7, 576, 200),
             (16, 33, 1000),
+            (13, 70, 301),
+            (33, 40, 130),
+            (40, 19, 2500),
         ] {
             let x = values(m * k, 1);
             let w = values(k * n, 2);
@@ -522,6 +647,10 @@ mod tests {
                 Some(&bias),
             );
             let out_in = matmul(xr, Weight::OutIn(Rows::new(&wt, n, k, k).unwrap()), None);
+            // Both ways of the `[n, k]` layout, whichever the row count picks.
+            let wr = Rows::new(&wt, n, k, k).unwrap();
+            let dots = out_in_with(xr, wr, Some(false));
+            let transposed = out_in_with(xr, wr, Some(true));
             for (idx, want) in want.iter().enumerate() {
                 let tol = 1e-5 * (k as f64).sqrt() * 4.0;
                 let b = f64::from(bias[idx % n]);
@@ -529,10 +658,9 @@ mod tests {
                     (f64::from(in_out[idx]) - want - b).abs() < tol,
                     "{m}x{k}x{n} [{idx}]"
                 );
-                assert!(
-                    (f64::from(out_in[idx]) - want).abs() < tol,
-                    "{m}x{k}x{n} [{idx}]"
-                );
+                for got in [out_in[idx], dots[idx], transposed[idx]] {
+                    assert!((f64::from(got) - want).abs() < tol, "{m}x{k}x{n} [{idx}]");
+                }
             }
         }
     }
@@ -599,23 +727,35 @@ mod throughput {
                     );
                 }
             }
-            let (k, n) = (576, 49152);
-            let x = vec![0.5f32; m * k];
-            let w = vec![0.25f32; n * k];
-            let xr = Rows::new(&x, m, k, k).unwrap();
-            let wr = Weight::OutIn(Rows::new(&w, n, k, k).unwrap());
-            let reps = 20;
-            let t0 = Instant::now();
-            for _ in 0..reps {
-                std::hint::black_box(matmul(xr, wr, None));
+        }
+    }
+
+    /// The tied heads of SmolLM2-135M and Qwen2.5-0.5B as dot products and transposed
+    /// (`head_throughput`, as above).
+    #[test]
+    #[ignore = "a measurement: run on an idle machine"]
+    fn head_throughput() {
+        for m in [1usize, 4, 8, 16, 32] {
+            for (k, n) in [(576, 49152), (896, 151936)] {
+                let x = vec![0.5f32; m * k];
+                let w = vec![0.25f32; n * k];
+                let xr = Rows::new(&x, m, k, k).unwrap();
+                let wr = Rows::new(&w, n, k, k).unwrap();
+                for transpose in [false, true] {
+                    let reps = 10;
+                    let t0 = Instant::now();
+                    for _ in 0..reps {
+                        std::hint::black_box(out_in_with(xr, wr, Some(transpose)));
+                    }
+                    let s = t0.elapsed().as_secs_f64() / reps as f64;
+                    let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
+                    let gbs = (n * k * 4) as f64 / s / 1e9;
+                    println!(
+                        "out_in m={m:2} k={k:4} n={n:6} transposed={transpose:5}: {:8.1} us {gflops:6.1} GFLOP/s {gbs:5.1} GB/s",
+                        s * 1e6
+                    );
+                }
             }
-            let s = t0.elapsed().as_secs_f64() / reps as f64;
-            let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
-            let gbs = (n * k * 4) as f64 / s / 1e9;
-            println!(
-                "out_in m={m:2} k={k:4} n={n:5}: {:8.1} us {gflops:6.1} GFLOP/s {gbs:5.1} GB/s",
-                s * 1e6
-            );
         }
     }
 }
