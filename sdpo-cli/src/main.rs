@@ -103,7 +103,12 @@ fn init_logging() {
 }
 
 fn main() {
+    // Before anything uses rayon: the main thread works in the CPU kernels' pool.
+    let pool = sdpo_core::threads::adopt_calling_thread();
     init_logging();
+    if let Err(e) = pool {
+        eprintln!("warning: the main thread could not join the CPU thread pool: {e}");
+    }
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("{}", report(&e));

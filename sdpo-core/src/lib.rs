@@ -41,6 +41,7 @@ pub mod reprompt;
 pub mod rollout_is;
 pub mod teacher;
 pub mod template;
+pub mod threads;
 
 pub use chat::ChatMessage;
 pub use config::{

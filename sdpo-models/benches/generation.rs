@@ -140,6 +140,8 @@ fn run<B: DecoderBackend>(name: &str, batch: usize, new_tokens: usize, backend: 
 }
 
 fn main() {
+    // As the `sdpo` command line does: the main thread works in the kernels' thread pool.
+    sdpo_core::threads::adopt_calling_thread().expect("the first use of rayon");
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
