@@ -719,19 +719,30 @@ mod throughput {
                         std::hint::black_box(in_out_blocked(xr, wr, kc));
                     }
                     let s = t0.elapsed().as_secs_f64() / reps as f64;
-                    let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
-                    let gbs = (k * n * 4) as f64 / s / 1e9;
-                    println!(
-                        "in_out m={m:2} k={k:4} n={n:5} kc={kc:3}: {:8.1} us {gflops:6.1} GFLOP/s {gbs:5.1} GB/s",
-                        s * 1e6
+                    report(
+                        &format!("in_out m={m:2} k={k:4} n={n:5} kc={kc:3}"),
+                        s,
+                        m,
+                        k,
+                        n,
                     );
                 }
             }
         }
     }
 
-    /// The tied heads of SmolLM2-135M and Qwen2.5-0.5B as dot products and transposed
-    /// (`head_throughput`, as above).
+    /// One product's time, its rate and the weight's bytes read per second.
+    fn report(label: &str, seconds: f64, m: usize, k: usize, n: usize) {
+        let gflops = 2.0 * (m * k * n) as f64 / seconds / 1e9;
+        let gbs = (k * n * 4) as f64 / seconds / 1e9;
+        println!(
+            "{label}: {:8.1} us {gflops:6.1} GFLOP/s {gbs:5.1} GB/s",
+            seconds * 1e6
+        );
+    }
+
+    /// The tied heads of SmolLM2-135M and Qwen2.5-0.5B as dot products and transposed;
+    /// `cargo test --release -p sdpo-models --lib head_throughput -- --ignored --nocapture`.
     #[test]
     #[ignore = "a measurement: run on an idle machine"]
     fn head_throughput() {
@@ -748,12 +759,8 @@ mod throughput {
                         std::hint::black_box(out_in_with(xr, wr, Some(transpose)));
                     }
                     let s = t0.elapsed().as_secs_f64() / reps as f64;
-                    let gflops = 2.0 * (m * k * n) as f64 / s / 1e9;
-                    let gbs = (n * k * 4) as f64 / s / 1e9;
-                    println!(
-                        "out_in m={m:2} k={k:4} n={n:6} transposed={transpose:5}: {:8.1} us {gflops:6.1} GFLOP/s {gbs:5.1} GB/s",
-                        s * 1e6
-                    );
+                    let label = format!("out_in m={m:2} k={k:4} n={n:6} transposed={transpose:5}");
+                    report(&label, s, m, k, n);
                 }
             }
         }
