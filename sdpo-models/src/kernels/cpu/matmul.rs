@@ -11,9 +11,9 @@
 //! Two layouts of `W`: `[k, n]` with contiguous rows (a Burn `Linear` weight: `x · W`), and
 //! `[n, k]` with contiguous rows (an embedding matrix used as the tied output head:
 //! `x · Wᵀ`, dot products along `k` for a few rows, and `W · xᵀ` in the register tiles of
-//! the first layout once the rows fill half a vector). Rows of `x` are contiguous; the output is `[m, n]`.
-//! SIMD through pulp's run-time dispatch (AVX-512, AVX2+FMA, SSE, NEON, scalar), tasks through
-//! rayon.
+//! the first layout once the rows fill half a vector). Rows of `x` are contiguous; the output
+//! is `[m, n]`. SIMD through pulp's run-time dispatch (AVX-512, AVX2+FMA, SSE, NEON, scalar),
+//! tasks through rayon.
 
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
