@@ -13,7 +13,14 @@
 /// first thing in `main`, before anything uses rayon; the `sdpo` command line does.
 ///
 /// Measured on the development machine (2 cores, Flex, SmolLM2-135M, greedy, 32 new
-/// tokens; `scripts/bench_generation.sh`, same run): batch 16 221 → 244 tokens/s, batch 1 32 → 36.
+/// tokens; `scripts/bench_generation.sh`, same run): batch 16 221 → 244 tokens/s, batch 1
+/// 32 → 36.
+///
+/// With `RAYON_NUM_THREADS=1` the pool is the calling thread alone: parallel iterators,
+/// `join` and `scope` run on it as before, but a job given to `rayon::spawn` runs only while
+/// that thread waits inside rayon, so code that spawns a job and then blocks on it outside
+/// rayon would wait forever. Nothing in sdpo-rs, Burn's CPU backends or `gemm` spawns (the
+/// data-parallel tests run their ranks with one thread each).
 ///
 /// # Errors
 /// When rayon's global pool already exists (something used rayon before this call); the
