@@ -8,6 +8,8 @@ use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 use sdpo_core::loss::fused::vmath::exp_nonpos;
 
+use super::{prefetch_lines, L2};
+
 /// The shapes of one attention call. Queries are `[batch, queries, heads, head_dim]`, keys and
 /// values `[batch, capacity, kv_heads, head_dim]` of which the first `keys` positions are
 /// filled; query `i` sits at key position `keys − queries + i` (causality aligned at the
@@ -146,8 +148,8 @@ impl WithSimd for Group<'_> {
         let mut scores = vec![0f32; heads * n];
         for (t, &j) in self.visible.iter().enumerate() {
             if let Some(&ahead) = self.visible.get(t + PREFETCH_KEYS) {
-                prefetch(&self.k[position(ahead)..position(ahead) + width]);
-                prefetch(&self.v[position(ahead)..position(ahead) + width]);
+                prefetch_lines::<L2>(self.k[position(ahead)..].as_ptr(), width * 4);
+                prefetch_lines::<L2>(self.v[position(ahead)..].as_ptr(), width * 4);
             }
             let keys = &self.k[position(j)..position(j) + width];
             for h in 0..heads {
@@ -198,23 +200,6 @@ fn axpy<S: Simd>(simd: S, a: f32, x: &[f32], y: &mut [f32]) {
 
 /// How many visible keys ahead [`Group`] asks for the rows it will read.
 const PREFETCH_KEYS: usize = 32;
-
-/// Asks the CPU to bring `row`'s cache lines in (a hint: it never faults, and does nothing
-/// off x86-64).
-#[inline(always)]
-fn prefetch(row: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in row.chunks(16) {
-        // SAFETY: a prefetch hint reads nothing and cannot fault; the pointer is in bounds.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
-                line.as_ptr() as *const i8
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = row;
-}
 
 /// `Σ a·b` over two rows of one length.
 #[inline(always)]

@@ -18,6 +18,8 @@
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
+use super::{prefetch_lines, NEAR};
+
 /// A row-major matrix view: row `i` is `data[i * stride .. i * stride + cols]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Rows<'a> {
@@ -240,52 +242,39 @@ fn row_groups<S: Simd, const NR: usize>(
     // 114-140 GFLOP/s against 86-119 with 4-row groups).
     while S::REGISTER_COUNT >= 32 && i + 6 <= m {
         // SAFETY: the asserts above bound every offset the tile reads or writes.
-        unsafe {
-            tile::<S, 6, NR, false>(
-                simd,
-                t.x.data[i * t.x.stride + kb..].as_ptr(),
-                t.x.stride,
-                w,
-                t.w.stride,
-                out.add(i * n + j),
-                n,
-                ke - kb,
-            )
-        };
+        unsafe { tile_at::<S, 6, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke) };
         i += 6;
     }
     while i + 4 <= m {
-        // SAFETY: the asserts above bound every offset the tile reads or writes.
-        unsafe {
-            tile::<S, 4, NR, false>(
-                simd,
-                t.x.data[i * t.x.stride + kb..].as_ptr(),
-                t.x.stride,
-                w,
-                t.w.stride,
-                out.add(i * n + j),
-                n,
-                ke - kb,
-            )
-        };
+        // SAFETY: as above.
+        unsafe { tile_at::<S, 4, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke) };
         i += 4;
     }
     while i < m {
         // SAFETY: as above.
-        unsafe {
-            tile::<S, 1, NR, false>(
-                simd,
-                t.x.data[i * t.x.stride + kb..].as_ptr(),
-                t.x.stride,
-                w,
-                t.w.stride,
-                out.add(i * n + j),
-                n,
-                ke - kb,
-            )
-        };
+        unsafe { tile_at::<S, 1, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke) };
         i += 1;
     }
+}
+
+/// [`tile`] for rows `i .. i + MR` of `x`, the column tile at `j` of W (`w` points at row
+/// `ks.start`, column `j`; rows `ws` apart) and W rows `ks`, into `out` (`[m, n]`).
+///
+/// # Safety
+/// As [`tile`]'s, for those rows, columns and W rows (what [`row_groups`] asserts).
+#[inline(always)]
+unsafe fn tile_at<S: Simd, const MR: usize, const NR: usize>(
+    simd: S,
+    x: Rows<'_>,
+    (w, ws): (*const f32, usize),
+    (out, n): (*mut f32, usize),
+    i: usize,
+    j: usize,
+    ks: std::ops::Range<usize>,
+) {
+    let xi = x.data[i * x.stride + ks.start..].as_ptr();
+    // SAFETY: the caller's bounds.
+    unsafe { tile::<S, MR, NR, false>(simd, xi, x.stride, w, ws, out.add(i * n + j), n, ks.len()) };
 }
 
 /// A register tile: `MR` rows of x times `NR` vectors of W columns over `kc` rows of W,
@@ -321,27 +310,16 @@ unsafe fn tile<S: Simd, const MR: usize, const NR: usize, const STREAM_X: bool>(
             // column tile now (every cache line of it) keeps the loads streaming (measured:
             // 30-40% faster at 1-16 rows on the development machine). A hint only: it never
             // faults.
-            #[cfg(target_arch = "x86_64")]
             if STREAM_X {
                 // x streams from memory instead (the transposed head): its rows' cache lines
                 // a few lines ahead, one hint per row and line.
                 if t % 16 == 0 {
                     for r in 0..MR {
-                        let ahead = x.wrapping_add(r * xs + t + 64) as *const i8;
-                        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                            ahead,
-                        );
+                        prefetch_lines::<NEAR>(x.wrapping_add(r * xs + t + 64), 64);
                     }
                 }
             } else {
-                let next = wrow.wrapping_add(NR * lanes) as *const i8;
-                let mut byte = 0;
-                while byte < NR * lanes * 4 {
-                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                        next.wrapping_add(byte),
-                    );
-                    byte += 64;
-                }
+                prefetch_lines::<NEAR>(wrow.wrapping_add(NR * lanes), NR * lanes * 4);
             }
             let wv: [S::f32s; NR] = std::array::from_fn(|c| {
                 std::ptr::read_unaligned(wrow.add(c * lanes) as *const S::f32s)
