@@ -236,40 +236,31 @@ fn row_groups<S: Simd, const NR: usize>(
     assert!(t.out.len() >= m * n);
     let w = t.w.data[kb * t.w.stride + j..].as_ptr();
     let out = t.out.as_mut_ptr();
-    // The first row group over this column tile asks for W's lines ahead; the others read the
-    // same lines of W from L1.
-    let far = (ke - kb) * t.w.stride;
-    let ahead = |i: usize| (i == 0).then_some(far);
     let mut i = 0;
     // 6 rows by NR = 4 vectors: 24 accumulators, 4 loads of W and a broadcast of x fit in 32
     // registers; each W vector serves 6 rows instead of 4 (measured with AVX-512 at 16 rows:
     // 114-140 GFLOP/s against 86-119 with 4-row groups).
     while S::REGISTER_COUNT >= 32 && i + 6 <= m {
         // SAFETY: the asserts above bound every offset the tile reads or writes.
-        unsafe {
-            tile_at::<S, 6, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke, ahead(i))
-        };
+        unsafe { tile_at::<S, 6, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke) };
         i += 6;
     }
     while i + 4 <= m {
         // SAFETY: as above.
-        unsafe {
-            tile_at::<S, 4, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke, ahead(i))
-        };
+        unsafe { tile_at::<S, 4, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke) };
         i += 4;
     }
     while i < m {
         // SAFETY: as above.
-        unsafe {
-            tile_at::<S, 1, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke, ahead(i))
-        };
+        unsafe { tile_at::<S, 1, NR>(simd, t.x, (w, t.w.stride), (out, n), i, j, kb..ke) };
         i += 1;
     }
 }
 
 /// [`tile`] for rows `i .. i + MR` of `x`, the column tile at `j` of W (`w` points at row
-/// `ks.start`, column `j`; rows `ws` apart) and W rows `ks`, into `out` (`[m, n]`), with
-/// [`tile`]'s `w_ahead`.
+/// `ks.start`, column `j`; rows `ws` apart) and W rows `ks`, into `out` (`[m, n]`). The first
+/// row group (`i = 0`) asks for W's lines ahead (the next column tile, and this one in the
+/// next block of `ks.len()` rows); the later groups read the same lines of W from L1.
 ///
 /// # Safety
 /// As [`tile`]'s, for those rows, columns and W rows (what [`row_groups`] asserts).
@@ -282,9 +273,9 @@ unsafe fn tile_at<S: Simd, const MR: usize, const NR: usize>(
     i: usize,
     j: usize,
     ks: std::ops::Range<usize>,
-    w_ahead: Option<usize>,
 ) {
     let xi = x.data[i * x.stride + ks.start..].as_ptr();
+    let w_ahead = (i == 0).then_some(ks.len() * ws);
     // SAFETY: the caller's bounds.
     unsafe {
         tile::<S, MR, NR, false>(
