@@ -7,18 +7,20 @@
 //! [`manifest`](manifest::Manifest) with each file's size and SHA-256; [`newest_intact`] picks
 //! the newest checkpoint whose files match it, saying which newer ones it skipped and why.
 
+use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
+use burn::record::{BurnRecord, FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorder};
 use burn::tensor::backend::Backend;
 use burn::tensor::Device;
 
 pub mod manifest;
 
 pub use manifest::{verify, Manifest, MANIFEST};
+use manifest::{DigestWriter, FileDigest};
 
 /// File naming the newest checkpoint folder inside a checkpoints directory.
 pub const LATEST: &str = "latest";
@@ -77,12 +79,25 @@ pub fn encode_record<B: Backend, R: Record<B>>(
     record: R,
     name: &Path,
 ) -> Result<Vec<u8>, CheckpointError> {
-    Recorder::<B>::record(
-        &NamedMpkBytesRecorder::<FullPrecisionSettings>::default(),
-        record,
-        (),
-    )
-    .map_err(|e| CheckpointError::Record {
+    let mut bytes = Vec::new();
+    write_record::<B, R>(record, &mut bytes, name)?;
+    Ok(bytes)
+}
+
+/// Writes a Burn record to `out` as [`encode_record`]'s bytes, without holding them: a
+/// checkpoint's records go straight into their files, so saving needs no second copy of the
+/// model and optimizer in memory (Burn's own file recorder ignores errors of its last write).
+///
+/// # Errors
+/// [`CheckpointError::Record`] naming `name` when encoding or writing fails.
+pub fn write_record<B: Backend, R: Record<B>>(
+    record: R,
+    out: &mut dyn Write,
+    name: &Path,
+) -> Result<(), CheckpointError> {
+    type Format = NamedMpkBytesRecorder<FullPrecisionSettings>;
+    let item = BurnRecord::<_, B>::new::<Format>(record.into_item::<FullPrecisionSettings>());
+    rmp_serde::encode::write_named(out, &item).map_err(|e| CheckpointError::Record {
         path: name.to_path_buf(),
         action: "encode",
         message: e.to_string(),
@@ -135,10 +150,55 @@ pub fn load_into<B: Backend, M: Module<B>>(
     )
 }
 
+/// Writes a file of a checkpoint into `out`; the path is the file's, for errors.
+pub type WriteFile<'a> = Box<dyn FnOnce(&mut dyn Write, &Path) -> Result<(), CheckpointError> + 'a>;
+
+/// One file of a checkpoint folder: its name and what writes it ([`write_record`] for a
+/// record, so its bytes are never held whole).
+pub struct CheckpointFile<'a> {
+    /// The file's name inside the folder.
+    pub name: &'a str,
+    /// Writes the file's contents.
+    pub write: WriteFile<'a>,
+}
+
+impl<'a> CheckpointFile<'a> {
+    /// A file of `bytes` already in memory (owned or borrowed).
+    pub fn bytes(name: &'a str, bytes: impl AsRef<[u8]> + 'a) -> Self {
+        Self {
+            name,
+            write: Box::new(move |out, path| out.write_all(bytes.as_ref()).map_err(io(path))),
+        }
+    }
+
+    /// A file holding `record`, encoded as it is written (see [`write_record`]).
+    pub fn record<B: Backend, R: Record<B> + 'a>(name: &'a str, record: R) -> Self {
+        Self {
+            name,
+            write: Box::new(move |out, path| write_record::<B, R>(record, out, path)),
+        }
+    }
+}
+
+/// Creates `path`, lets `write` fill it through a buffer, syncs it to disk and gives its
+/// digest.
+fn write_synced_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write, &Path) -> Result<(), CheckpointError>,
+) -> Result<FileDigest, CheckpointError> {
+    let file = fs::File::create(path).map_err(io(path))?;
+    let mut out = DigestWriter::new(BufWriter::with_capacity(1 << 20, file));
+    write(&mut out, path)?;
+    let (buffered, digest) = out.finish();
+    let file = buffered
+        .into_inner()
+        .map_err(|e| io(path)(e.into_error()))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(digest)
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let mut f = fs::File::create(path).map_err(io(path))?;
-    f.write_all(bytes).map_err(io(path))?;
-    f.sync_all().map_err(io(path))
+    write_synced_with(path, |out, path| out.write_all(bytes).map_err(io(path))).map(|_| ())
 }
 
 /// Writes `files` (name, bytes) and their [`Manifest`] as the folder `dir/name`, atomically,
@@ -151,6 +211,23 @@ pub fn write_checkpoint(
     name: &str,
     files: &[(&str, Vec<u8>)],
 ) -> Result<PathBuf, CheckpointError> {
+    let files = files
+        .iter()
+        .map(|(file, bytes)| CheckpointFile::bytes(file, bytes.as_slice()))
+        .collect();
+    write_checkpoint_files(dir, name, files)
+}
+
+/// [`write_checkpoint`] for files written one after the other straight to disk: only one
+/// file's writer runs at a time, and a record's encoded bytes are never held whole.
+///
+/// # Errors
+/// As [`write_checkpoint`], and the errors of the files' writers.
+pub fn write_checkpoint_files(
+    dir: &Path,
+    name: &str,
+    files: Vec<CheckpointFile<'_>>,
+) -> Result<PathBuf, CheckpointError> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     let final_dir = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp-{}", std::process::id()));
@@ -158,10 +235,12 @@ pub fn write_checkpoint(
         fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
     }
     fs::create_dir(&tmp).map_err(io(&tmp))?;
-    for (file, bytes) in files {
-        write_synced(&tmp.join(file), bytes)?;
+    let mut digests = BTreeMap::new();
+    for file in files {
+        let digest = write_synced_with(&tmp.join(file.name), file.write)?;
+        digests.insert(file.name.to_string(), digest);
     }
-    write_synced(&tmp.join(MANIFEST), &Manifest::of(files).to_bytes())?;
+    write_synced(&tmp.join(MANIFEST), &Manifest::new(digests).to_bytes())?;
     if final_dir.exists() {
         let old = dir.join(format!("{name}.old-{}", std::process::id()));
         fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
@@ -405,6 +484,57 @@ mod tests {
         assert_eq!(removed.len(), 2);
         assert!(d.join("step-1").is_dir() && d.join(LATEST).is_file());
         assert!(!d.join("step-2.tmp-99999").exists());
+    }
+
+    #[test]
+    fn records_written_into_their_files_equal_the_encoded_bytes_and_the_manifest() {
+        use burn::nn::LinearConfig;
+        use burn::tensor::backend::Backend as _;
+        type B = burn::backend::NdArray<f32>;
+        let device = Default::default();
+        B::seed(&device, 3);
+        let layer = LinearConfig::new(7, 5).init::<B>(&device);
+        // Parameters initialize lazily, each clone on its own: initialize them once first.
+        let _ = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+        let bytes = encode_record::<B, _>(layer.clone().into_record(), Path::new("m")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![
+            CheckpointFile::record::<B, _>("model.mpk", layer.clone().into_record()),
+            CheckpointFile::bytes("state.json", b"{}".to_vec()),
+        ];
+        let folder = write_checkpoint_files(dir.path(), "step-1", files).unwrap();
+        assert_eq!(fs::read(folder.join("model.mpk")).unwrap(), bytes);
+        verify(&folder).unwrap();
+        let manifest: Manifest =
+            serde_json::from_slice(&fs::read(folder.join(MANIFEST)).unwrap()).unwrap();
+        assert_eq!(manifest.files["model.mpk"], FileDigest::of(&bytes));
+        assert_eq!(manifest.files["state.json"], FileDigest::of(b"{}"));
+        let back: <burn::nn::Linear<B> as Module<B>>::Record =
+            read_record::<B, _>(&folder.join("model.mpk"), &device).unwrap();
+        let back = layer.clone().load_record(back);
+        let diff = back.weight.val().sub(layer.weight.val()).abs().max().into_scalar();
+        assert_eq!(diff, 0.0);
+    }
+
+    #[test]
+    fn a_failing_file_writer_leaves_the_previous_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_checkpoint(d, "step-1", &[("a", b"one".to_vec())]).unwrap();
+        let failing = CheckpointFile {
+            name: "model.mpk",
+            write: Box::new(|_, path| {
+                Err(CheckpointError::Record {
+                    path: path.to_path_buf(),
+                    action: "encode",
+                    message: "refused".into(),
+                })
+            }),
+        };
+        let err = write_checkpoint_files(d, "step-2", vec![failing]).unwrap_err();
+        assert!(err.to_string().contains("model.mpk"), "{err}");
+        assert_eq!(latest_checkpoint(d).unwrap(), Some(d.join("step-1")));
+        assert!(!d.join("step-2").exists());
     }
 
     #[test]

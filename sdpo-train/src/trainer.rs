@@ -1002,42 +1002,27 @@ where
     /// # Errors
     /// [`TrainError::Checkpoint`] naming the path.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<PathBuf, TrainError> {
+        use checkpoint::CheckpointFile;
         let name = checkpoint::step_dir_name(self.step);
         let p = |f: &str| dir.join(&name).join(f);
-        let weights = match &self.policy.lora {
-            Some(lora) => {
-                checkpoint::encode_record::<B, _>(lora.clone().into_record(), &p("adapters.mpk"))?
-            }
-            None => checkpoint::encode_record::<B, _>(
-                self.policy.lm.clone().into_record(),
-                &p("model.mpk"),
-            )?,
-        };
-        let optim = checkpoint::encode_record::<B, _>(
-            self.updater.optimizer_record(),
-            &p("optimizer.mpk"),
-        )?;
-        let schedule =
-            checkpoint::encode_record::<B, _>(self.updater.schedule_record(), &p("schedule.mpk"))?;
-        let mut files: Vec<(&str, Vec<u8>)> = vec![
-            (
-                if self.policy.lora.is_some() {
-                    "adapters.mpk"
-                } else {
-                    "model.mpk"
-                },
-                weights,
-            ),
-            ("optimizer.mpk", optim),
-            ("schedule.mpk", schedule),
+        // Records are encoded straight into their files, one after the other.
+        let mut files = vec![
+            match &self.policy.lora {
+                Some(lora) => {
+                    CheckpointFile::record::<B, _>("adapters.mpk", lora.clone().into_record())
+                }
+                None => CheckpointFile::record::<B, _>(
+                    "model.mpk",
+                    self.policy.lm.clone().into_record(),
+                ),
+            },
+            CheckpointFile::record::<B, _>("optimizer.mpk", self.updater.optimizer_record()),
+            CheckpointFile::record::<B, _>("schedule.mpk", self.updater.schedule_record()),
         ];
         if let Some(tw) = self.teacher.weights() {
-            files.push((
+            files.push(CheckpointFile::record::<B::InnerBackend, _>(
                 "teacher.mpk",
-                checkpoint::encode_record::<B::InnerBackend, _>(
-                    tw.clone().into_record(),
-                    &p("teacher.mpk"),
-                )?,
+                tw.clone().into_record(),
             ));
         }
         let state = TrainerState {
@@ -1053,15 +1038,16 @@ where
             path: p("state.json"),
             reason: e.to_string(),
         })?;
-        files.push(("state.json", state));
         let identity =
             serde_json::to_vec_pretty(&self.identity()).map_err(|e| CheckpointError::Mismatch {
                 path: p(IDENTITY_FILE),
                 reason: e.to_string(),
             })?;
-        files.push((IDENTITY_FILE, identity));
-        files.push(("config.ron", self.cfg.to_ron_string().into_bytes()));
-        let path = checkpoint::write_checkpoint(dir, &name, &files)?;
+        let config = self.cfg.to_ron_string().into_bytes();
+        files.push(CheckpointFile::bytes("state.json", state));
+        files.push(CheckpointFile::bytes(IDENTITY_FILE, identity));
+        files.push(CheckpointFile::bytes("config.ron", config));
+        let path = checkpoint::write_checkpoint_files(dir, &name, files)?;
         checkpoint::prune_checkpoints(dir, self.cfg.keep_checkpoints)?;
         Ok(path)
     }

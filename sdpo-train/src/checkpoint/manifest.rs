@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,47 @@ impl FileDigest {
     }
 }
 
+/// A writer that passes everything to `inner` and takes the size and SHA-256 of what it
+/// wrote, so a file's digest needs no second read.
+pub(crate) struct DigestWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> DigestWriter<W> {
+    /// Wraps `inner`.
+    pub(crate) fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The inner writer and the digest of every byte written through this one.
+    pub(crate) fn finish(self) -> (W, FileDigest) {
+        let digest = FileDigest {
+            bytes: self.bytes,
+            sha256: hex(&self.hasher.finalize()),
+        };
+        (self.inner, digest)
+    }
+}
+
+impl<W: Write> Write for DigestWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -76,12 +117,19 @@ fn hex(bytes: &[u8]) -> String {
 impl Manifest {
     /// The manifest of `files` (name, bytes).
     pub fn of(files: &[(&str, Vec<u8>)]) -> Self {
-        Self {
-            format: FORMAT,
-            files: files
+        Self::new(
+            files
                 .iter()
                 .map(|(name, bytes)| (name.to_string(), FileDigest::of(bytes)))
                 .collect(),
+        )
+    }
+
+    /// The manifest of files already digested (name → digest).
+    pub fn new(files: BTreeMap<String, FileDigest>) -> Self {
+        Self {
+            format: FORMAT,
+            files,
         }
     }
 
