@@ -500,7 +500,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = vec![
             CheckpointFile::record::<B, _>("model.mpk", layer.clone().into_record()),
-            CheckpointFile::bytes("state.json", b"{}".to_vec()),
+            CheckpointFile::bytes("state.json", b"{}"),
         ];
         let folder = write_checkpoint_files(dir.path(), "step-1", files).unwrap();
         assert_eq!(fs::read(folder.join("model.mpk")).unwrap(), bytes);
