@@ -512,7 +512,13 @@ mod tests {
         let back: <burn::nn::Linear<B> as Module<B>>::Record =
             read_record::<B, _>(&folder.join("model.mpk"), &device).unwrap();
         let back = layer.clone().load_record(back);
-        let diff = back.weight.val().sub(layer.weight.val()).abs().max().into_scalar();
+        let diff = back
+            .weight
+            .val()
+            .sub(layer.weight.val())
+            .abs()
+            .max()
+            .into_scalar();
         assert_eq!(diff, 0.0);
     }
 
