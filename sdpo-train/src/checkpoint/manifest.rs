@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufReader, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -50,22 +50,10 @@ impl FileDigest {
     /// # Errors
     /// [`CheckpointError::Io`] naming the file.
     pub fn of_file(path: &Path) -> Result<Self, CheckpointError> {
-        let mut f = fs::File::open(path).map_err(io(path))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut bytes = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(io(path))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            bytes += n as u64;
-        }
-        Ok(Self {
-            bytes,
-            sha256: hex(&hasher.finalize()),
-        })
+        let f = fs::File::open(path).map_err(io(path))?;
+        let mut digest = DigestWriter::new(std::io::sink());
+        std::io::copy(&mut BufReader::with_capacity(1 << 20, f), &mut digest).map_err(io(path))?;
+        Ok(digest.finish().1)
     }
 }
 
@@ -115,16 +103,6 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Manifest {
-    /// The manifest of `files` (name, bytes).
-    pub fn of(files: &[(&str, Vec<u8>)]) -> Self {
-        Self::new(
-            files
-                .iter()
-                .map(|(name, bytes)| (name.to_string(), FileDigest::of(bytes)))
-                .collect(),
-        )
-    }
-
     /// The manifest of files already digested (name → digest).
     pub fn new(files: BTreeMap<String, FileDigest>) -> Self {
         Self {
