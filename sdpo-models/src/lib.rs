@@ -8,6 +8,8 @@
 
 pub mod arch;
 pub mod hf;
+#[cfg(feature = "hub")]
+pub mod hub;
 
 pub use sdpo_core::ChatMessage;
 
