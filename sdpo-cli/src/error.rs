@@ -80,6 +80,14 @@ pub enum CliError {
         /// The loader's error.
         source: Box<LoadError>,
     },
+    /// A model named by Hub id could not be fetched (or found in the cache offline).
+    #[error("Hub model {model}: {source}")]
+    Hub {
+        /// The model as given.
+        model: String,
+        /// What failed.
+        source: sdpo_models::hub::HubError,
+    },
     /// The built-in tokenizer or a model's tokenizer failed.
     #[error("tokenizer: {0}")]
     Tokenizer(#[from] TokenizerError),

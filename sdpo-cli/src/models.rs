@@ -2,14 +2,16 @@
 //! run config or run folder describes.
 //!
 //! `MODEL` is `builtin`, a Hugging Face folder, a `.gguf` file, a run folder (its latest
-//! checkpoint, LoRA adapters merged) or one checkpoint folder of a run
-//! (`RUN/checkpoints/step-N`).
+//! checkpoint, LoRA adapters merged), one checkpoint folder of a run
+//! (`RUN/checkpoints/step-N`) or, when no such path exists, a Hugging Face Hub id
+//! `ORG/NAME[:FILE][@REVISION]` (see [`sdpo_models::hub`]).
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::Device;
 
+use sdpo_models::hub::{self, HubModel, HubSettings};
 use sdpo_models::lora::{merge, LoraSet};
 use sdpo_models::{load, CausalLm, Tokenizer};
 use sdpo_train::builtin::{char_tokenizer, init_model, tiny_model_config};
@@ -28,7 +30,7 @@ pub const BASE_MODEL: &str = "base_model.mpk";
 /// What a `MODEL` argument names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelRef {
-    /// A model the run config form can name (built-in, HF folder, GGUF file).
+    /// A model the run config form can name (built-in, HF folder, GGUF file, Hub id).
     Spec(ModelSpec),
     /// A run folder and the checkpoint to use (`None`: its base model, nothing trained yet).
     Run {
@@ -50,12 +52,22 @@ impl ModelRef {
             return Ok(Self::Spec(ModelSpec::Builtin));
         }
         let path = PathBuf::from(arg);
-        let meta = std::fs::metadata(&path).map_err(|e| CliError::Argument {
-            arg: arg.to_string(),
-            reason: format!(
-                "{e}; MODEL is `builtin`, a Hugging Face folder, a .gguf file or a run folder"
-            ),
-        })?;
+        let meta = match std::fs::metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) => {
+                // Not a local path: a Hub id, when it has the form of one (ORG/NAME...).
+                let hub_like = arg.contains('/') && !arg.starts_with(['.', '/', '~']);
+                if let (true, Ok(model)) = (hub_like, HubModel::parse(arg)) {
+                    return Ok(Self::Spec(ModelSpec::Hub(model)));
+                }
+                return Err(CliError::Argument {
+                    arg: arg.to_string(),
+                    reason: format!(
+                        "{e}; MODEL is `builtin`, a Hugging Face folder, a .gguf file, a run folder or a Hub id ORG/NAME[:FILE][@REVISION]"
+                    ),
+                });
+            }
+        };
         if meta.is_file() {
             return Ok(Self::Spec(ModelSpec::Gguf(path)));
         }
@@ -116,14 +128,39 @@ pub fn load_spec<B: Backend>(
 ) -> Result<(CausalLm<B>, Tokenizer), CliError> {
     match spec {
         ModelSpec::Builtin => builtin_model(seed, device),
-        ModelSpec::HfDir(p) | ModelSpec::Gguf(p) => {
-            let loaded = load::<B>(p, device).map_err(|source| CliError::Load {
-                path: p.clone(),
-                source: Box::new(source),
-            })?;
-            Ok((loaded.model, loaded.tokenizer))
-        }
+        ModelSpec::HfDir(p) | ModelSpec::Gguf(p) => load_path(p, device),
+        ModelSpec::Hub(model) => load_path(&fetch_hub(model)?, device),
     }
+}
+
+fn load_path<B: Backend>(
+    path: &Path,
+    device: &Device<B>,
+) -> Result<(CausalLm<B>, Tokenizer), CliError> {
+    let loaded = load::<B>(path, device).map_err(|source| CliError::Load {
+        path: path.to_path_buf(),
+        source: Box::new(source),
+    })?;
+    Ok((loaded.model, loaded.tokenizer))
+}
+
+/// The local path of a Hub model: fetched into the Hugging Face cache, or found there when
+/// `HF_HUB_OFFLINE` is set; a line on stderr says which commit.
+///
+/// # Errors
+/// [`CliError::Hub`] naming the repo and file.
+pub fn fetch_hub(model: &HubModel) -> Result<PathBuf, CliError> {
+    let settings = HubSettings::from_env();
+    let resolved = hub::resolve(model, &settings).map_err(|source| CliError::Hub {
+        model: model.to_string(),
+        source,
+    })?;
+    eprintln!(
+        "Hub model {model} at commit {} ({})",
+        &resolved.commit[..resolved.commit.len().min(12)],
+        resolved.path.display()
+    );
+    Ok(resolved.path)
 }
 
 /// The model training starts from in run folder `dir`: the config's model, with the saved

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use sdpo_core::config::ConfigError;
+use sdpo_models::hub::HubModel;
 use sdpo_train::builtin::job::{default_train_config, WarmStartConfig};
 use sdpo_train::builtin::{tiny_model_config, Task};
 use sdpo_train::reward::{RewardConfig, RewardSpec};
@@ -42,6 +43,11 @@ pub enum ModelSpec {
     HfDir(PathBuf),
     /// A GGUF file (dequantized to f32).
     Gguf(PathBuf),
+    /// A model on the Hugging Face Hub, `Hub("ORG/NAME[:FILE][@REVISION]")`: a model repo
+    /// (`Hub("Qwen/Qwen2.5-0.5B-Instruct")`), at a branch, tag or commit (`@v1.0`), or one
+    /// GGUF file of a repo (`:model.Q8_0.gguf`); fetched into the Hugging Face cache
+    /// (`HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE` as in Python).
+    Hub(HubModel),
 }
 
 impl ModelSpec {
@@ -51,6 +57,7 @@ impl ModelSpec {
             ModelSpec::Builtin => "the built-in model".to_string(),
             ModelSpec::HfDir(p) => format!("Hugging Face folder {}", p.display()),
             ModelSpec::Gguf(p) => format!("GGUF file {}", p.display()),
+            ModelSpec::Hub(m) => format!("Hub model {m}"),
         }
     }
 }
@@ -366,6 +373,7 @@ impl RunConfig {
             ModelSpec::Builtin => ModelSpec::Builtin,
             ModelSpec::HfDir(p) => ModelSpec::HfDir(abs(p)?),
             ModelSpec::Gguf(p) => ModelSpec::Gguf(abs(p)?),
+            ModelSpec::Hub(m) => ModelSpec::Hub(m.clone()),
         };
         if let Some(p) = &self.dataset {
             self.dataset = Some(abs(p)?);

@@ -598,3 +598,163 @@ fn gguf_model_with_dataset_rewards_and_lora_trains_resumes_and_exports() {
     let (report, _) = ok(sdpo(&["eval", run_s]));
     assert!(report.contains("(2 problems"), "{report}");
 }
+
+/// `sdpo` with extra environment variables (the Hub's `HF_*`).
+fn sdpo_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sdpo"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("HF_TOKEN")
+        .current_dir(workspace_root())
+        .output()
+        .expect("the sdpo binary runs")
+}
+
+#[test]
+fn hub_ids_train_generate_and_work_offline_against_a_local_hub() {
+    use sdpo_models::hub::FixtureHub;
+    // Two repos on a local Hub: a model folder (the tiny GGUF fixture exported) and a repo
+    // of GGUF files.
+    let gguf = workspace_root().join("sdpo-models/src/gguf/testdata/tiny_llama.f32.gguf");
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("repo");
+    ok(sdpo(&[
+        "export",
+        gguf.to_str().unwrap(),
+        folder.to_str().unwrap(),
+    ]));
+    let gguf_repo = tmp.path().join("gguf-repo");
+    std::fs::create_dir_all(&gguf_repo).unwrap();
+    std::fs::copy(&gguf, gguf_repo.join("tiny.gguf")).unwrap();
+    let hub = FixtureHub::start().unwrap();
+    hub.add_repo("tiny/llama", "main", &folder).unwrap();
+    hub.add_repo("tiny/llama-GGUF", "main", &gguf_repo).unwrap();
+    let endpoint = hub.endpoint();
+    let home = tmp.path().join("hf-home");
+    let home = home.to_str().unwrap();
+    let online = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", home),
+        ("HF_HUB_OFFLINE", "0"),
+    ];
+    let offline = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", home),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+
+    // A run config naming the Hub id, as the README shows it.
+    let data = tmp.path().join("data.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"1+1=\", \"answer\": \"2\"}\n{\"prompt\": \"2+1=\", \"answer\": \"3\"}\n",
+    )
+    .unwrap();
+    let config = tmp.path().join("run.ron");
+    std::fs::write(
+        &config,
+        format!(
+            r#"(
+    model: Hub("tiny/llama"),
+    dataset: {data:?},
+    rewards: [(reward: NumericMatch(field: "answer"))],
+    train: (steps: 1, num_generations: 2, prompts_per_step: 1, sampling: (max_new_tokens: 4)),
+    eval: (held_out: 0),
+)"#
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    let (_, stderr) = ok(sdpo_env(
+        &[
+            "train",
+            config.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        &online,
+    ));
+    assert!(
+        stderr.contains("Hub model tiny/llama at commit"),
+        "{stderr}"
+    );
+    let saved = std::fs::read_to_string(run.join("config.ron")).unwrap();
+    assert!(saved.contains(r#"model: Hub("tiny/llama")"#), "{saved}");
+    assert!(Path::new(home)
+        .join("hub/models--tiny--llama/refs/main")
+        .is_file());
+
+    // The same model by id on the command line, a GGUF file of a repo, and the local file
+    // generate the same text; offline, the cache serves the id without the server.
+    let generate = |model: &str, env: &[(&str, &str)]| {
+        let args = [
+            "--raw",
+            "--temperature",
+            "1",
+            "--seed",
+            "3",
+            "--max-new-tokens",
+            "8",
+        ];
+        ok(sdpo_env(
+            &[&["generate", model, "2+1="][..], &args].concat(),
+            env,
+        ))
+        .0
+    };
+    let local = generate(gguf.to_str().unwrap(), &online);
+    assert!(
+        local.trim().len() >= 4,
+        "sampled text to compare: {local:?}"
+    );
+    assert_eq!(generate("tiny/llama", &online), local);
+    assert_eq!(generate("tiny/llama-GGUF:tiny.gguf", &online), local);
+    let requests = hub.requests().len();
+    assert_eq!(generate("tiny/llama", &offline), local);
+    assert_eq!(
+        hub.requests().len(),
+        requests,
+        "offline asks the server nothing"
+    );
+    ok(sdpo_env(
+        &[
+            "train",
+            "--model",
+            "tiny/llama",
+            "--set",
+            &format!("dataset=Some({data:?})"),
+            "--set",
+            "rewards=[(reward: NumericMatch())]",
+            "--set",
+            "eval.held_out=0",
+            "--steps",
+            "1",
+            "--smoke",
+            "--out",
+            tmp.path().join("run2").to_str().unwrap(),
+        ],
+        &offline,
+    ));
+
+    // What a user sees when something is missing.
+    let err = fails(sdpo_env(&["generate", "tiny/nothing", "x"], &online));
+    assert!(err.contains("repo tiny/nothing not found"), "{err}");
+    let err = fails(sdpo_env(
+        &["inspect", "tiny/llama-GGUF:other.gguf"],
+        &online,
+    ));
+    assert!(
+        err.contains("no file other.gguf") && err.contains("tiny.gguf"),
+        "{err}"
+    );
+    let err = fails(sdpo_env(
+        &["inspect", "tiny/llama-GGUF:tiny.gguf@v2"],
+        &offline,
+    ));
+    assert!(
+        err.contains("HF_HUB_OFFLINE") && err.contains("refs/v2"),
+        "{err}"
+    );
+    let err = fails(sdpo_env(&["inspect", "no/such-folder-here"], &offline));
+    assert!(err.contains("no/such-folder-here"), "{err}");
+}

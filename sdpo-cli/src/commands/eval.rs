@@ -28,7 +28,8 @@ use crate::run_config::{parse_typed, RunConfig};
 /// The `eval` command's arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
-    /// `builtin`, a Hugging Face folder, a .gguf file, or a run folder.
+    /// `builtin`, a Hugging Face folder, a .gguf file, a run folder, or a Hugging Face Hub id
+    /// ORG/NAME[:FILE][@REVISION] (fetched into the Hugging Face cache).
     pub model: String,
     /// Evaluate on every problem of a built-in task (`sort-digits` or `addition`).
     #[arg(long, value_parser = Task::from_name, conflicts_with = "dataset")]

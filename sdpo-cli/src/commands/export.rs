@@ -16,7 +16,7 @@ use crate::models::{load_model, ModelRef};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ExportArgs {
     /// A run folder (its latest checkpoint), a checkpoint folder, `builtin`, a Hugging Face
-    /// folder or a .gguf file.
+    /// folder, a .gguf file or a Hub id ORG/NAME[:FILE][@REVISION].
     pub model: String,
     /// The Hugging Face folder to write (must not exist, or be empty).
     pub out_dir: PathBuf,

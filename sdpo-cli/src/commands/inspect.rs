@@ -16,7 +16,8 @@ use crate::models::{load_model, ModelRef};
 /// The `inspect` command's arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InspectArgs {
-    /// `builtin`, a Hugging Face folder, a .gguf file, or a run folder.
+    /// `builtin`, a Hugging Face folder, a .gguf file, a run folder, or a Hugging Face Hub id
+    /// ORG/NAME[:FILE][@REVISION] (fetched into the Hugging Face cache).
     pub model: String,
 }
 

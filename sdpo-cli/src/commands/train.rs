@@ -28,7 +28,7 @@ use crate::distributed::World;
 use crate::error::CliError;
 use crate::interrupt;
 use crate::job::{build_job, grpo_config, grpo_trainer, mean_of_last, resume_job};
-use crate::models::{BASE_MODEL, CHECKPOINTS, RUN_CONFIG};
+use crate::models::{ModelRef, BASE_MODEL, CHECKPOINTS, RUN_CONFIG};
 use crate::plot::plot_runs;
 use crate::progress::{note, step_message, steps_bar, warm_start_bar};
 use crate::run_config::{ModelSpec, Override, RunConfig};
@@ -61,6 +61,11 @@ pub struct TrainArgs {
     /// A few steps with small batches and a short warm start (a quick check, for CI).
     #[arg(long)]
     pub smoke: bool,
+    /// The model to train, as `sdpo generate` takes it: a Hugging Face folder, a .gguf file,
+    /// `builtin` or a Hub id ORG/NAME[:FILE][@REVISION] (the same as
+    /// --set 'model=Hub("ORG/NAME")').
+    #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
+    pub model: Option<String>,
     /// Total training steps (the same as --set train.steps=N).
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
@@ -207,10 +212,31 @@ fn lead_plan(
     }
 }
 
+/// `--model MODEL` as the `model=...` assignment of the run config.
+fn model_override(arg: &str) -> Result<Override, CliError> {
+    let ModelRef::Spec(spec) = ModelRef::parse(arg)? else {
+        return Err(CliError::Argument {
+            arg: arg.to_string(),
+            reason: "a run folder cannot be trained from with --model; continue it with --resume, or export it and train from the export".into(),
+        });
+    };
+    let value = ron::to_string(&spec).map_err(|e| CliError::Argument {
+        arg: arg.to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(Override {
+        origin: "--model",
+        assignment: format!("model={value}"),
+    })
+}
+
 fn plan(args: TrainArgs, backend: Option<BackendKind>) -> Result<(Plan, RunLock), CliError> {
     let mut overrides = Vec::new();
     if args.smoke {
         overrides.extend(Override::smoke());
+    }
+    if let Some(model) = &args.model {
+        overrides.push(model_override(model)?);
     }
     overrides.extend(args.set.iter().map(Override::set));
     if let Some(n) = args.steps {
@@ -603,6 +629,8 @@ pub(crate) fn run_steps<B: TrainBackend>(
     resumed: bool,
 ) -> Result<f64, CliError> {
     let t0 = Instant::now();
+    // TensorBoard's Text tab shows the run's config.ron, not only its `train` section.
+    trainer.set_tensorboard_config(cfg.to_ron_string()?);
     let mut hooks = Progress {
         bar: steps_bar(label, cfg.train.steps, trainer.steps_done()),
         held_out,
