@@ -50,7 +50,7 @@ pub fn load_data(cfg: &RunConfig) -> Result<Data, CliError> {
             (Dataset::from_rows(train)?, held)
         }
         (None, Some(path)) => {
-            let all = Dataset::from_jsonl(path)?;
+            let all = Dataset::open(path, &cfg.columns, &cfg.dataset_split)?;
             if cfg.eval.held_out > 0 && cfg.eval.dataset.is_none() {
                 let split = all.split(cfg.eval.held_out, seed).map_err(|e| CliError::Invalid {
                     field: "eval.held_out",
@@ -72,7 +72,9 @@ pub fn load_data(cfg: &RunConfig) -> Result<Data, CliError> {
         }
     };
     let held_out = match &cfg.eval.dataset {
-        Some(path) => Dataset::from_jsonl(path)?.rows().to_vec(),
+        Some(path) => Dataset::open(path, &cfg.columns, &cfg.eval.split)?
+            .rows()
+            .to_vec(),
         None => held_out,
     };
     // As the built-in job does it: the first rows after the split.

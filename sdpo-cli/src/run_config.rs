@@ -26,6 +26,7 @@ use sdpo_core::config::ConfigError;
 use sdpo_models::hub::HubModel;
 use sdpo_train::builtin::job::{default_train_config, WarmStartConfig};
 use sdpo_train::builtin::{tiny_model_config, Task};
+use sdpo_train::dataset::Columns;
 use sdpo_train::reward::{RewardConfig, RewardSpec};
 use sdpo_train::TrainConfig;
 
@@ -70,8 +71,12 @@ pub struct EvalConfig {
     /// Problems held out of the training data (the task's or the dataset's) for evaluation;
     /// 0 = no held-out evaluation. Ignored when `dataset` is set. Default 60.
     pub held_out: usize,
-    /// A separate JSONL evaluation set (scored with the run's rewards). Default none.
+    /// A separate evaluation set (scored with the run's rewards), in any form `dataset`
+    /// takes. Default none.
     pub dataset: Option<PathBuf>,
+    /// The split of an `eval.dataset` folder (a Hugging Face `datasets` folder). Default
+    /// `"test"`.
+    pub split: String,
     /// Evaluate every this many steps (0 = only before and after training). Default 10.
     pub every: usize,
     /// Longest greedy completion; default: `train.sampling.max_new_tokens`.
@@ -83,6 +88,7 @@ impl Default for EvalConfig {
         Self {
             held_out: 60,
             dataset: None,
+            split: "test".into(),
             every: 10,
             max_new_tokens: None,
         }
@@ -98,8 +104,15 @@ pub struct RunConfig {
     /// A built-in task (`sort-digits` or `addition`), its own verifier. Default: `sort-digits`
     /// unless `dataset` is set.
     pub task: Option<Task>,
-    /// A JSONL dataset (one `{"prompt": ..., ...}` object a line); needs `rewards`.
+    /// The training data; needs `rewards`. A JSONL file (one `{"prompt": ..., ...}` object a
+    /// line), a parquet file (verl's `train.parquet`), an Arrow file, or a Hugging Face
+    /// `datasets` folder (`save_to_disk`, or `push_to_hub`'s parquet shards).
     pub dataset: Option<PathBuf>,
+    /// Which columns of `dataset` (and `eval.dataset`) are the prompt, the answer and the
+    /// feedback. The defaults read our JSONL and verl's parquet schema as they are.
+    pub columns: Columns,
+    /// The split of a `dataset` folder. Default `"train"`.
+    pub dataset_split: String,
     /// The rewards scoring completions of `dataset` rows (weighted sum).
     pub rewards: Vec<RewardConfig>,
     /// Train on only the first this many training rows (after the held-out split); default
@@ -133,6 +146,8 @@ impl Default for RunConfig {
             model: ModelSpec::Builtin,
             task: None,
             dataset: None,
+            columns: Columns::default(),
+            dataset_split: "train".into(),
             rewards: Vec::new(),
             train_rows: None,
             train: builtin_train_config(),
@@ -407,6 +422,12 @@ impl RunConfig {
             ("model", ron(&a.model), ron(&b.model)),
             ("task", ron(&a.effective_task()), ron(&b.effective_task())),
             ("dataset", ron(&a.dataset), ron(&b.dataset)),
+            ("columns", ron(&a.columns), ron(&b.columns)),
+            (
+                "dataset_split",
+                ron(&a.dataset_split),
+                ron(&b.dataset_split),
+            ),
             ("rewards", ron(&a.rewards), ron(&b.rewards)),
             ("train_rows", ron(&a.train_rows), ron(&b.train_rows)),
             (
@@ -415,6 +436,7 @@ impl RunConfig {
                 ron(&b.eval.held_out),
             ),
             ("eval.dataset", ron(&a.eval.dataset), ron(&b.eval.dataset)),
+            ("eval.split", ron(&a.eval.split), ron(&b.eval.split)),
             (
                 "train.prompts_per_step",
                 ron(&a.train.prompts_per_step),

@@ -758,3 +758,53 @@ fn hub_ids_train_generate_and_work_offline_against_a_local_hub() {
     let err = fails(sdpo_env(&["inspect", "no/such-folder-here"], &offline));
     assert!(err.contains("no/such-folder-here"), "{err}");
 }
+
+#[test]
+fn a_verl_parquet_dataset_trains_and_evaluates_as_is() {
+    // verl's schema (chat-message prompts, reward_model.ground_truth), written by
+    // scripts/make_dataset_fixtures.py; no column mapping needed.
+    let gguf = workspace_root().join("sdpo-models/src/gguf/testdata/tiny_llama.f32.gguf");
+    let datasets = workspace_root().join("sdpo-train/tests/data/datasets");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("run.ron");
+    std::fs::write(
+        &config,
+        format!(
+            r#"(
+    model: Gguf({gguf:?}),
+    dataset: {:?},
+    rewards: [(reward: NumericMatch())],
+    train: (steps: 2, num_generations: 2, prompts_per_step: 2, sampling: (max_new_tokens: 4)),
+    eval: (dataset: Some({:?}), every: 1),
+)"#,
+            datasets.join("verl_train.parquet"),
+            datasets.join("hf_saved"),
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("run");
+    ok(sdpo(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]));
+    assert_eq!(lines(&run.join("metrics.jsonl")).len(), 2);
+    assert_eq!(
+        lines(&run.join("eval.jsonl")).len(),
+        3,
+        "before, step 1, after"
+    );
+    // The eval command reads the same folder's split.
+    let (report, _) = ok(sdpo(&[
+        "eval",
+        gguf.to_str().unwrap(),
+        "--dataset",
+        datasets.join("hf_hub_layout").to_str().unwrap(),
+        "--split",
+        "train",
+        "--rewards",
+        "[(reward: NumericMatch())]",
+    ]));
+    assert!(report.contains("(9 problems"), "{report}");
+}

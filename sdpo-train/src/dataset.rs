@@ -1,4 +1,9 @@
-//! JSONL datasets: prompts (text or chat messages) with any other fields, seeded shuffling.
+//! Datasets: prompts (text or chat messages) with any other fields, seeded shuffling.
+//!
+//! [`Dataset::open`] reads JSONL, parquet (verl's files), Arrow files and Hugging Face
+//! `datasets` folders (`save_to_disk`, `push_to_hub`'s parquet shards), with [`Columns`]
+//! saying which column is the prompt, the answer and the feedback; its defaults read our
+//! JSONL rows and verl's schema as they are. The JSONL form:
 //!
 //! One JSON object per line; `prompt` is a string or a list of
 //! `{"role", "content"}` messages ([`Prompt`]); every other field is kept in
@@ -15,6 +20,8 @@
 //! Batches of prompt indices come from a [`PromptSampler`]: seeded, one
 //! shuffle per epoch, infinite, resumable from its [`SamplerState`].
 
+mod columnar;
+mod columns;
 mod prompt;
 mod sampler;
 
@@ -28,6 +35,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+pub use columns::{Columns, VERL_ANSWER};
 pub(crate) use prompt::json_type;
 pub use prompt::{Prompt, PromptError};
 pub use sampler::{epoch_order, BatchPrompt, PromptBatch, PromptSampler, SampleSlot, SamplerState};
@@ -82,6 +90,13 @@ pub enum RowLocation {
     },
     /// 0-based position in the rows given to [`Dataset::from_rows`].
     Index(usize),
+    /// 0-based row `row` of a parquet or Arrow file (as `datasets` and pandas count).
+    Record {
+        /// The file.
+        path: PathBuf,
+        /// 0-based row index within the file.
+        row: usize,
+    },
 }
 
 impl std::fmt::Display for RowLocation {
@@ -89,6 +104,7 @@ impl std::fmt::Display for RowLocation {
         match self {
             RowLocation::Line { path, line } => write!(f, "{}:{line}", path.display()),
             RowLocation::Index(i) => write!(f, "row {i}"),
+            RowLocation::Record { path, row } => write!(f, "{} row {row}", path.display()),
         }
     }
 }
@@ -115,6 +131,14 @@ pub enum RowProblem {
     /// when the row is handed to rewards.
     #[error("the row's other fields contain a `prompt` key")]
     PromptInFields,
+    /// A column chosen by [`Columns`] is missing or holds the wrong kind of value.
+    #[error("column `{column}`: {reason}")]
+    Column {
+        /// The column (a dotted path for nested columns).
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Errors of loading, building, splitting and sampling datasets.
@@ -127,6 +151,14 @@ pub enum DatasetError {
         path: PathBuf,
         /// The I/O error (invalid UTF-8 included).
         source: std::io::Error,
+    },
+    /// A parquet or Arrow file, or a `datasets` folder, that cannot be read.
+    #[error("cannot read dataset `{}`: {reason}", path.display())]
+    Format {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// One row is invalid.
     #[error("{at}: {problem}")]
@@ -195,11 +227,73 @@ impl Dataset {
         Self::from_jsonl_reader(BufReader::new(file), path)
     }
 
+    /// Reads a dataset in any of the forms in the [module docs](self), chosen by its path: a
+    /// folder is a `datasets` folder (its split `split`), `*.parquet` a parquet file,
+    /// `*.arrow` an Arrow file, anything else JSONL; `columns` picks the prompt, answer and
+    /// feedback.
+    ///
+    /// # Errors
+    /// [`DatasetError::Io`] / [`DatasetError::Format`] naming the file or folder,
+    /// [`DatasetError::Row`] naming the file, the row (JSONL: line) and the column,
+    /// [`DatasetError::NoRows`].
+    pub fn open(
+        path: impl AsRef<Path>,
+        columns: &Columns,
+        split: &str,
+    ) -> Result<Self, DatasetError> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let mut rows = Vec::new();
+            for file in columnar::split_files(path, split)? {
+                rows.extend(Self::open_file(&file, columns)?.rows);
+            }
+            return Ok(Self { rows });
+        }
+        Self::open_file(path, columns)
+    }
+
+    fn open_file(path: &Path, columns: &Columns) -> Result<Self, DatasetError> {
+        let records = match path.extension().and_then(|e| e.to_str()) {
+            Some("parquet") => columnar::read_parquet(path)?,
+            Some("arrow") => columnar::read_arrow(path)?,
+            _ => {
+                let file = File::open(path).map_err(|source| DatasetError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                return Self::jsonl(BufReader::new(file), path, columns);
+            }
+        };
+        let rows = records
+            .into_iter()
+            .enumerate()
+            .map(|(row, record)| {
+                columns.row(record).map_err(|problem| DatasetError::Row {
+                    at: RowLocation::Record {
+                        path: path.to_path_buf(),
+                        row,
+                    },
+                    problem,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if rows.is_empty() {
+            return Err(DatasetError::NoRows {
+                source_name: format!("`{}`", path.display()),
+            });
+        }
+        Ok(Self { rows })
+    }
+
     /// Reads JSONL from any reader; `path` names the source in errors.
     ///
     /// # Errors
     /// As [`Dataset::from_jsonl`].
     pub fn from_jsonl_reader(reader: impl BufRead, path: &Path) -> Result<Self, DatasetError> {
+        Self::jsonl(reader, path, &Columns::default())
+    }
+
+    fn jsonl(reader: impl BufRead, path: &Path, columns: &Columns) -> Result<Self, DatasetError> {
         let mut rows = Vec::new();
         for (i, line) in reader.lines().enumerate() {
             let at = || RowLocation::Line {
@@ -215,7 +309,8 @@ impl Dataset {
             if text.is_empty() {
                 continue;
             }
-            let row = parse_row(text).map_err(|problem| DatasetError::Row { at: at(), problem })?;
+            let row = parse_row(text, columns)
+                .map_err(|problem| DatasetError::Row { at: at(), problem })?;
             rows.push(row);
         }
         if rows.is_empty() {
@@ -344,10 +439,10 @@ impl Dataset {
     }
 }
 
-fn parse_row(text: &str) -> Result<Row, RowProblem> {
+fn parse_row(text: &str, columns: &Columns) -> Result<Row, RowProblem> {
     let value: Value = serde_json::from_str(text).map_err(|e| RowProblem::Json(e.to_string()))?;
     match value {
-        Value::Object(object) => Row::from_json(object),
+        Value::Object(object) => columns.row(object),
         other => Err(RowProblem::NotAnObject {
             found: json_type(&other),
         }),

@@ -12,7 +12,7 @@ use sdpo_train::TrainBackend;
 
 use sdpo_models::generate::{sampler_rng, SamplingParams};
 use sdpo_train::builtin::Task;
-use sdpo_train::dataset::{Dataset, Row};
+use sdpo_train::dataset::{Columns, Dataset, Row};
 use sdpo_train::prompts::Prompts;
 use sdpo_train::reward::{RewardConfig, Rewards};
 use sdpo_train::rollout::{requests, Rollout};
@@ -34,9 +34,13 @@ pub struct EvalArgs {
     /// Evaluate on every problem of a built-in task (`sort-digits` or `addition`).
     #[arg(long, value_parser = Task::from_name, conflicts_with = "dataset")]
     pub task: Option<Task>,
-    /// A JSONL dataset (needs --rewards).
-    #[arg(long, value_name = "FILE", requires = "rewards")]
+    /// A dataset (needs --rewards): JSONL, parquet (verl's files), Arrow, or a Hugging Face
+    /// `datasets` folder (its --split); verl's columns are read as they are.
+    #[arg(long, value_name = "FILE_OR_DIR", requires = "rewards")]
     pub dataset: Option<PathBuf>,
+    /// The split of a --dataset folder.
+    #[arg(long, default_value = "test", value_name = "NAME")]
+    pub split: String,
     /// The rewards for --dataset: a RON list of reward configs, inline or a file
     /// (`'[(reward: NumericMatch(field: "answer"))]'`).
     #[arg(long, value_name = "RON_OR_FILE")]
@@ -178,7 +182,9 @@ impl Eval {
                 // Build once now so a bad reward fails before the model loads.
                 RewardConfig::build_all(&configs)?;
                 (
-                    Dataset::from_jsonl(path)?.rows().to_vec(),
+                    Dataset::open(path, &Columns::default(), &args.split)?
+                        .rows()
+                        .to_vec(),
                     RewardsFrom::Configs(configs),
                 )
             }
