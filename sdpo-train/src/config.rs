@@ -174,6 +174,13 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Metrics file format. Default `jsonl`.
     pub metrics_format: MetricsFormat,
+    /// Also write the per-step metrics as a TensorBoard event file in the run folder
+    /// (`events.out.tfevents.*.sdpo`: every metric a scalar tagged with its name, the run's
+    /// config as text; see `sdpo_train::tensorboard`), flushed after every step, so
+    /// `tensorboard --logdir runs/` shows one run per run folder, live.
+    /// `metrics.jsonl`/`.csv` stay the canonical record (the CLI's plots and comparisons read
+    /// them). Default true.
+    pub tensorboard: bool,
     /// Warn when this many consecutive steps had no teacher signal or flat rewards. Default 5.
     pub warn_after_steps: usize,
     /// Stop with an error when a reward has failed (errored, timed out, returned no finite
@@ -216,6 +223,7 @@ impl Default for TrainConfig {
             checkpoint_every: 10,
             keep_checkpoints: 2,
             metrics_format: MetricsFormat::Jsonl,
+            tensorboard: true,
             warn_after_steps: 5,
             stop_after_failed_reward_steps: 3,
             teacher_probe_every: 50,

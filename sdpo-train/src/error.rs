@@ -11,6 +11,7 @@ use crate::collective::CollectiveError;
 use crate::dataset::DatasetError;
 use crate::policy::StepError;
 use crate::reward::RewardBuildError;
+use crate::tensorboard::TensorboardError;
 
 /// Why training could not go on. Every variant says what and where.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,9 @@ pub enum TrainError {
     /// A checkpoint could not be written or read.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The TensorBoard event file could not be written, or a damaged one resumed.
+    #[error("TensorBoard events: {0}")]
+    Tensorboard(#[from] TensorboardError),
     /// A collective operation of data-parallel training failed (a rank died, hung or drifted).
     #[error("data-parallel training: {0}")]
     Collective(#[from] CollectiveError),

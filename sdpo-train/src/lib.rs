@@ -27,6 +27,7 @@ pub mod step_metrics;
 pub mod teacher;
 pub mod teacher_inputs;
 pub mod teacher_probe;
+pub mod tensorboard;
 pub mod train_backend;
 pub mod trainer;
 pub mod ttsd;

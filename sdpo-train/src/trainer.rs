@@ -58,6 +58,7 @@ use crate::step_metrics::{mean_std, PhaseTimes, ResponseStats, RewardStats, Step
 use crate::teacher::{teacher_for, Teacher};
 use crate::teacher_inputs::TeacherInputs;
 use crate::teacher_probe::{probe_teacher, ProbeContext, ProbeReport};
+use crate::tensorboard::EventWriter;
 use crate::updater::{old_log_probs, BatchSplit, UpdateOutcome, Updater};
 
 pub use crate::error::TrainError;
@@ -258,6 +259,8 @@ pub struct SdpoTrainer<B: TrainBackend, O = AdamWOptimizer<B>, S = WarmupSchedul
     device: Device<B>,
     /// The data-parallel ranks this trainer is one of ([`SingleProcess`] alone).
     collective: Arc<dyn Collective<B::InnerBackend>>,
+    /// The config text of the TensorBoard file ([`Self::set_tensorboard_config`]).
+    tensorboard_config: Option<String>,
 }
 
 impl<B: TrainBackend> SdpoTrainer<B> {
@@ -348,6 +351,7 @@ impl<B: TrainBackend> SdpoTrainer<B> {
             health: Health::default(),
             device: device.clone(),
             collective: Arc::new(SingleProcess),
+            tensorboard_config: None,
         })
     }
 }
@@ -497,6 +501,7 @@ where
             health: self.health,
             device: self.device,
             collective: self.collective,
+            tensorboard_config: self.tensorboard_config,
         }
     }
 
@@ -517,6 +522,13 @@ where
         self.updater.set_collective(collective.clone());
         self.collective = collective;
         Ok(())
+    }
+
+    /// The text [`Self::fit`] records as the run's config in the TensorBoard file (tag
+    /// `config`), e.g. the whole run config a command line resolved; by default the trainer's
+    /// own [`TrainConfig`] in RON.
+    pub fn set_tensorboard_config(&mut self, text: String) {
+        self.tensorboard_config = Some(text);
     }
 
     /// This trainer's rank and the number of ranks (`(0, 1)` in one process).
@@ -903,9 +915,11 @@ where
             .collect())
     }
 
-    /// Runs the remaining steps (up to `config().steps`). Metrics rows of steps after the
-    /// current one (left by a run killed after its last checkpoint) are removed first. After
-    /// each step, its metrics go to `run_dir/metrics.jsonl` (or `.csv`) and the `tracing` log,
+    /// Runs the remaining steps (up to `config().steps`). Metrics rows and TensorBoard events
+    /// of steps after the current one (left by a run killed after its last checkpoint) are
+    /// removed first. After each step, its metrics go to `run_dir/metrics.jsonl` (or `.csv`),
+    /// the TensorBoard event file (with `tensorboard` set; see [`crate::tensorboard`]) and the
+    /// `tracing` log,
     /// then `hooks.after_step` runs (progress, evaluation, stopping early), then a checkpoint
     /// goes to `run_dir/checkpoints/` every `checkpoint_every` steps. At the end — the last
     /// step or a stop — `hooks.before_end`, then a checkpoint unless that step has one.
@@ -923,11 +937,8 @@ where
         hooks: &mut H,
     ) -> Result<(), H::Error> {
         let lead = self.collective.rank() == 0;
-        let mut writer = match lead {
-            true => Some(
-                MetricsWriter::open_at(run_dir, self.cfg.metrics_format, self.step)
-                    .map_err(io_error(run_dir))?,
-            ),
+        let mut logs = match lead {
+            true => Some(self.open_logs(run_dir)?),
             false => None,
         };
         self.check_parameters()?;
@@ -935,8 +946,8 @@ where
         let mut saved_at = None;
         while self.step < self.cfg.steps {
             let report = self.step()?;
-            let flow = match writer.as_mut() {
-                Some(writer) => self.record(writer, &report, hooks, &checkpoints, &mut saved_at)?,
+            let flow = match logs.as_mut() {
+                Some(logs) => self.record(logs, &report, hooks, &checkpoints, &mut saved_at)?,
                 None => Flow::Continue,
             };
             if self.agree_to_stop(flow)? {
@@ -954,19 +965,45 @@ where
         Ok(())
     }
 
+    /// Rank 0's metrics files at the current step: the metrics file and, with `tensorboard`
+    /// set, the TensorBoard events, both cut back to this step.
+    fn open_logs(&self, run_dir: &Path) -> Result<StepLogs, TrainError> {
+        let metrics = MetricsWriter::open_at(run_dir, self.cfg.metrics_format, self.step)
+            .map_err(io_error(run_dir))?;
+        let tensorboard = match self.cfg.tensorboard {
+            true => {
+                let config = match &self.tensorboard_config {
+                    Some(text) => text.clone(),
+                    None => self.cfg.to_ron_string(),
+                };
+                Some(EventWriter::open_at(run_dir, self.step, Some(&config))?)
+            }
+            false => None,
+        };
+        Ok(StepLogs {
+            metrics,
+            tensorboard,
+        })
+    }
+
     /// Rank 0's part of a step in [`Self::fit`]: the metrics written and logged, the hook,
     /// then a checkpoint when one is due (recorded in `saved_at`).
     fn record<H: FitHooks<B, O, S>>(
         &mut self,
-        writer: &mut MetricsWriter,
+        logs: &mut StepLogs,
         report: &StepReport,
         hooks: &mut H,
         checkpoints: &Path,
         saved_at: &mut Option<usize>,
     ) -> Result<Flow, H::Error> {
-        writer
+        logs.metrics
             .write(&report.metrics)
-            .map_err(io_error(writer.path()))?;
+            .map_err(io_error(logs.metrics.path()))?;
+        if let Some(events) = logs.tensorboard.as_mut() {
+            events
+                .write_scalars(report.step, &report.metrics)
+                .map_err(TrainError::from)?;
+        }
         let m = &report.metrics;
         tracing::info!(
             step = report.step,
@@ -1163,6 +1200,12 @@ where
         self.step = state.step;
         Ok(())
     }
+}
+
+/// Where [`SdpoTrainer::fit`] writes each step's metrics (rank 0).
+struct StepLogs {
+    metrics: MetricsWriter,
+    tensorboard: Option<EventWriter>,
 }
 
 /// A file error at `path` as a training error.

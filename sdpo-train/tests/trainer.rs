@@ -174,6 +174,70 @@ fn fit_calls_the_hooks_and_stops_when_told() {
     assert_eq!((seen, trainer.steps_done()), (7, 10));
 }
 
+/// `fit` also writes a TensorBoard event file (`tensorboard` is on by default): the config
+/// text, then one event per step with every metric; resuming from an earlier checkpoint drops
+/// the events of later steps, so every step appears once, as in `metrics.jsonl`.
+#[test]
+fn fit_writes_tensorboard_events_and_a_resume_keeps_each_step_once() {
+    use sdpo_train::metrics_log::read_jsonl;
+    use sdpo_train::tensorboard::{event_files, read_events, CONFIG_TAG};
+    use sdpo_train::StepReport;
+
+    let layers = tiny_model_config(char_tokenizer().unwrap().vocab_size()).num_layers;
+    let rewards = || Rewards::new().add(Task::Addition, 1.0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = small_trainer(4, layers, rewards());
+    assert!(first.config().tensorboard);
+    // Three steps (checkpoints at 2 and, at the stop, 3); then a resume from step 2.
+    first
+        .fit(dir.path(), &mut |r: &StepReport| r.step < 3)
+        .unwrap();
+    drop(first);
+    let mut resumed = small_trainer(4, layers, rewards());
+    resumed
+        .load_checkpoint(&dir.path().join("checkpoints/step-2"))
+        .unwrap();
+    resumed
+        .fit(dir.path(), &mut |r: &StepReport| r.step < 4)
+        .unwrap();
+
+    let files = event_files(dir.path()).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let events = read_events(&files[0]).unwrap();
+    let rows = read_jsonl(&dir.path().join("metrics.jsonl")).unwrap();
+    let steps: Vec<i64> = events
+        .iter()
+        .filter(|e| !e.scalars().is_empty())
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+    assert_eq!(rows.len(), 4);
+    for (event, row) in events.iter().filter(|e| !e.scalars().is_empty()).zip(&rows) {
+        assert_eq!(event.step as f64, row["step"]);
+        for (tag, value) in event.scalars() {
+            let want = row[tag] as f32;
+            assert!(
+                value == want || (value.is_nan() && want.is_nan()),
+                "step {} {tag}: {value} vs {want}",
+                event.step
+            );
+        }
+        assert_eq!(
+            event.scalars().len(),
+            row.len() - 1,
+            "every metric but `step`"
+        );
+    }
+    let configs: Vec<String> = events
+        .iter()
+        .flat_map(|e| e.texts())
+        .filter(|(tag, _)| *tag == CONFIG_TAG)
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(configs.len(), 1, "the same config once");
+    assert!(configs[0].contains("num_generations: 2"), "{}", configs[0]);
+}
+
 /// A small trainer on addition problems with `rewards`: the built-in model with `layers`
 /// layers, two prompts of two samples a step, 10 steps, a checkpoint every 2.
 fn small_trainer(seed: u64, layers: usize, rewards: Rewards) -> SdpoTrainer<B> {
