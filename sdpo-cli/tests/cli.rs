@@ -808,3 +808,59 @@ fn a_verl_parquet_dataset_trains_and_evaluates_as_is() {
     ]));
     assert!(report.contains("(9 problems"), "{report}");
 }
+
+#[test]
+fn the_readme_hub_and_verl_config_trains_against_a_local_hub() {
+    // README's "Coming from TRL or verl": HF_ENDPOINT at a mirror (here the fixture Hub
+    // serving the tiny model under the config's id) and verl's parquet files.
+    let gguf = workspace_root().join("sdpo-models/src/gguf/testdata/tiny_llama.f32.gguf");
+    let datasets = workspace_root().join("sdpo-train/tests/data/datasets");
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("repo");
+    ok(sdpo(&[
+        "export",
+        gguf.to_str().unwrap(),
+        folder.to_str().unwrap(),
+    ]));
+    let hub = sdpo_models::hub::FixtureHub::start().unwrap();
+    hub.add_repo("Qwen/Qwen2.5-0.5B-Instruct", "main", &folder)
+        .unwrap();
+    let endpoint = hub.endpoint();
+    let home = tmp.path().join("hf-home");
+    let env = [
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", home.to_str().unwrap()),
+        ("HF_HUB_OFFLINE", "0"),
+    ];
+    let run = tmp.path().join("run");
+    let train = datasets.join("verl_train.parquet");
+    let test = datasets.join("verl_test.parquet");
+    let (_, stderr) = ok(sdpo_env(
+        &[
+            "train",
+            "examples/configs/qwen-hub-verl-parquet.ron",
+            "--set",
+            &format!("dataset=Some({train:?})"),
+            "--set",
+            &format!("eval.dataset=Some({test:?})"),
+            "--set",
+            "train.steps=1",
+            "--set",
+            "train.num_generations=2",
+            "--set",
+            "train.prompts_per_step=2",
+            "--set",
+            "train.sampling.max_new_tokens=4",
+            "--set",
+            "eval.max_new_tokens=Some(4)",
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        &env,
+    ));
+    assert!(
+        stderr.contains("Hub model Qwen/Qwen2.5-0.5B-Instruct at commit"),
+        "{stderr}"
+    );
+    assert!(run.join("checkpoints/step-1/adapters.mpk").is_file());
+}
