@@ -2,7 +2,8 @@
 """Check a run folder's TensorBoard event files with TensorBoard's own readers (by hand, not
 by cargo test).
 
-Command (from the repository root; needs pip `tensorboard`, which brings numpy):
+Command (from the repository root; needs pip `tensorboard`, which brings numpy; `.ci/run`
+runs it on a smoke run and its resume):
 
     python3 scripts/check_tensorboard.py RUN_DIR [RUN_DIR ...]
 
@@ -15,7 +16,7 @@ A RUN_DIR is a folder of `sdpo train` (with `metrics.jsonl`); a folder above run
    exactly once;
 2. the scalars equal `metrics.jsonl`'s values rounded to float32 (NaN where the JSON has
    null), step for step, with no step or tag missing or extra (`step` itself is the events'
-   step, not a tag);
+   step, not a tag), and `eval/held_out_success` equals `eval.jsonl`'s evaluations;
 3. TensorBoard's `EventAccumulator` (what the dashboard's loader builds) sees the same
    steps and values for every tag (a tag's steps are the rows of metrics.jsonl that have it:
    the teacher probe's metrics come every `teacher_probe_every` steps), and the text-plugin tag `config` whose last value is the
@@ -35,6 +36,7 @@ from tensorboard.backend.event_processing import event_accumulator, event_file_l
 from tensorboard.util import tensor_util
 
 FILE_VERSION = "brain.Event:2"
+EVAL_TAG = "eval/held_out_success"
 
 
 def run_folders(path: Path):
@@ -75,6 +77,13 @@ def check(run: Path) -> list:
         for tag, value in row.items():
             if tag != "step":
                 want[(tag, step)] = f32(value)
+    # The held-out evaluations (eval.jsonl) are scalars too, under one tag.
+    eval_log = run / "eval.jsonl"
+    if eval_log.is_file():
+        for line in eval_log.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                want[(EVAL_TAG, int(row["step"]))] = f32(row["held_out_success"])
     steps = [int(r["step"]) for r in rows]
     if len(set(steps)) != len(steps):
         errors.append(f"metrics.jsonl repeats steps: {steps}")

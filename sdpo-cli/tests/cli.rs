@@ -795,6 +795,21 @@ fn a_verl_parquet_dataset_trains_and_evaluates_as_is() {
         3,
         "before, step 1, after"
     );
+    // The evaluations are in the TensorBoard file too, at their steps.
+    use sdpo_train::tensorboard::{event_files, read_events};
+    let files = event_files(&run).unwrap();
+    assert_eq!(files.len(), 1);
+    let eval_steps: Vec<i64> = read_events(&files[0])
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e.scalars()
+                .iter()
+                .any(|(tag, _)| *tag == "eval/held_out_success")
+        })
+        .map(|e| e.step)
+        .collect();
+    assert_eq!(eval_steps, [0, 1, 2]);
     // The eval command reads the same folder's split.
     let (report, _) = ok(sdpo(&[
         "eval",

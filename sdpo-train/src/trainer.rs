@@ -210,6 +210,13 @@ pub trait FitHooks<B: TrainBackend, O, S> {
     fn before_end(&mut self, _trainer: &SdpoTrainer<B, O, S>) -> Result<(), Self::Error> {
         Ok(())
     }
+
+    /// Scalars the hooks computed since the last call (e.g. held-out evaluations), each with
+    /// its step, for the TensorBoard file: `fit` takes them when it starts and after each
+    /// other hook.
+    fn take_scalars(&mut self) -> Vec<(usize, Metrics)> {
+        Vec::new()
+    }
 }
 
 impl<B: TrainBackend, O, S, F: FnMut(&StepReport) -> bool> FitHooks<B, O, S> for F {
@@ -941,6 +948,9 @@ where
             true => Some(self.open_logs(run_dir)?),
             false => None,
         };
+        if let Some(logs) = logs.as_mut() {
+            logs.write_hook_scalars(hooks)?;
+        }
         self.check_parameters()?;
         let checkpoints = run_dir.join("checkpoints");
         let mut saved_at = None;
@@ -954,8 +964,9 @@ where
                 break;
             }
         }
-        if lead {
+        if let Some(logs) = logs.as_mut() {
             hooks.before_end(self)?;
+            logs.write_hook_scalars(hooks)?;
             if saved_at != Some(self.step) {
                 let path = self.save_checkpoint(&checkpoints)?;
                 hooks.after_checkpoint(self.step, &path)?;
@@ -1015,6 +1026,7 @@ where
         // The hook (which may evaluate and log) runs before the checkpoint: a run killed in
         // between resumes from the previous checkpoint and repeats both.
         let flow = hooks.after_step(self, report)?;
+        logs.write_hook_scalars(hooks)?;
         let every = self.cfg.checkpoint_every;
         if every > 0 && self.step.is_multiple_of(every) {
             let path = self.save_checkpoint(checkpoints)?;
@@ -1206,6 +1218,22 @@ where
 struct StepLogs {
     metrics: MetricsWriter,
     tensorboard: Option<EventWriter>,
+}
+
+impl StepLogs {
+    /// The hooks' scalars ([`FitHooks::take_scalars`]) into the TensorBoard file.
+    fn write_hook_scalars<B: TrainBackend, O, S, H: FitHooks<B, O, S>>(
+        &mut self,
+        hooks: &mut H,
+    ) -> Result<(), TrainError> {
+        let scalars = hooks.take_scalars();
+        if let Some(events) = self.tensorboard.as_mut() {
+            for (step, metrics) in &scalars {
+                events.write_scalars(*step, metrics)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A file error at `path` as a training error.

@@ -18,7 +18,7 @@ use sdpo_core::metrics as names;
 use sdpo_train::builtin::job::greedy_success;
 use sdpo_train::checkpoint;
 use sdpo_train::dataset::Row;
-use sdpo_train::metrics_log::truncate_after_step;
+use sdpo_train::metrics_log::{truncate_after_step, Metrics};
 use sdpo_train::schedule::WarmupSchedule;
 use sdpo_train::trainer::AdamWOptimizer;
 use sdpo_train::{FitHooks, Flow, SdpoTrainer, StepReport};
@@ -638,6 +638,7 @@ pub(crate) fn run_steps<B: TrainBackend>(
         dir,
         label,
         held: None,
+        scalars: Vec::new(),
     };
     let capped = trainer.config().sdpo.max_reprompt_len;
     if capped < cfg.train.sdpo.max_reprompt_len {
@@ -671,12 +672,17 @@ struct Progress<'a> {
     dir: &'a Path,
     label: &'a str,
     held: Option<f64>,
+    /// Evaluations not yet handed to the TensorBoard file ([`FitHooks::take_scalars`]).
+    scalars: Vec<(usize, Metrics)>,
 }
+
+/// The held-out success's tag in the TensorBoard file.
+const EVAL_TAG: &str = "eval/held_out_success";
 
 impl Progress<'_> {
     /// Held-out success now, appended to `eval.jsonl` and noted as `line(success)`.
     fn evaluate<B: TrainBackend>(
-        &self,
+        &mut self,
         trainer: &SdpoTrainer<B>,
         line: impl FnOnce(f64) -> String,
     ) -> Result<Option<f64>, CliError> {
@@ -691,6 +697,8 @@ impl Progress<'_> {
                 held_out_success: s,
             },
         )?;
+        self.scalars
+            .push((step, Metrics::from([(EVAL_TAG.to_string(), s)])));
         note(&self.bar, &format!("{}: {}", self.label, line(s)));
         Ok(Some(s))
     }
@@ -741,5 +749,9 @@ impl<B: TrainBackend> FitHooks<B, AdamWOptimizer<B>, WarmupSchedule> for Progres
             format!("held-out success after {step} steps {s:.3}")
         })?;
         Ok(())
+    }
+
+    fn take_scalars(&mut self) -> Vec<(usize, Metrics)> {
+        std::mem::take(&mut self.scalars)
     }
 }
