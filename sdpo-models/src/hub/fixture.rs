@@ -1,9 +1,11 @@
 //! [`FixtureHub`]: a local HTTP server answering the Hub routes [`super::resolve`] uses, from
 //! folders on disk, for tests without network (feature `hub-fixture`).
 //!
-//! Routes: `GET /api/models/ORG/NAME/revision/REV` (the commit and the file list) and
-//! `GET /ORG/NAME/resolve/REV/FILE` (the file, with `Range`, `ETag`, `X-Repo-Commit`,
-//! `Content-Range` as the Hub sends them; 404 with `X-Error-Code` as the Hub does). It can
+//! Routes: `GET /api/models/ORG/NAME/revision/REV` (the commit and the file list),
+//! `GET /api/models/ORG/NAME/tree/REV` (the file tree) and
+//! `GET`/`HEAD /ORG/NAME/resolve/REV/FILE` (the file, with `Range`, `ETag`, `X-Repo-Commit`,
+//! `Content-Range` as the Hub sends them; 404 with `X-Error-Code` as the Hub does), enough
+//! for hf-hub and for Python's `huggingface_hub` (`scripts/check_hub_cache_python.sh`). It can
 //! require a token for a repo and break the next downloads of a file midway (half the bytes,
 //! then the connection closes), which is why it is a small server over `std::net` rather than
 //! a general HTTP crate: the test needs control of the socket.
@@ -186,20 +188,19 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             }
         }
     }
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_string();
+    let mut words = request_line.split_whitespace();
+    let head_only = words.next() == Some("HEAD");
+    let path = words.next().unwrap_or("/").to_string();
     let answer = {
         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
         state.log.push(path.clone());
-        route(&mut state, &path, &headers)
+        route(&mut state, &path, &headers, head_only)
     };
-    let _ = respond(stream, answer);
+    let _ = respond(stream, answer, head_only);
 }
 
-fn respond(mut stream: TcpStream, answer: Answer) -> std::io::Result<()> {
+/// Writes the answer (headers only for a `HEAD` request) and closes the connection.
+fn respond(mut stream: TcpStream, answer: Answer, head_only: bool) -> std::io::Result<()> {
     let reason = match answer.status {
         200 => "OK",
         206 => "Partial Content",
@@ -218,7 +219,9 @@ fn respond(mut stream: TcpStream, answer: Answer) -> std::io::Result<()> {
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    let sent = if answer.cut {
+    let sent = if head_only {
+        0
+    } else if answer.cut {
         answer.body.len() / 2
     } else {
         answer.body.len()
@@ -228,8 +231,39 @@ fn respond(mut stream: TcpStream, answer: Answer) -> std::io::Result<()> {
     stream.shutdown(std::net::Shutdown::Both)
 }
 
-fn route(state: &mut State, path: &str, headers: &BTreeMap<String, String>) -> Answer {
+fn route(
+    state: &mut State,
+    path: &str,
+    headers: &BTreeMap<String, String>,
+    head_only: bool,
+) -> Answer {
     let path = path.replace("%2F", "/");
+    let path = path.split('?').next().unwrap_or_default();
+    if let Some((id, revision)) = path
+        .strip_prefix("/api/models/")
+        .and_then(|rest| rest.split_once("/tree/"))
+    {
+        // The file tree (Python's snapshot_download lists a repo this way), one page.
+        return match find(state, id, revision, headers) {
+            Err(answer) => answer,
+            Ok(rev) => {
+                let tree: Vec<serde_json::Value> = rev
+                    .files
+                    .iter()
+                    .map(|(f, bytes)| {
+                        let oid = hex(&Sha256::digest(bytes));
+                        serde_json::json!({ "type": "file", "path": f, "size": bytes.len(), "oid": oid })
+                    })
+                    .collect();
+                Answer {
+                    status: 200,
+                    headers: vec![("Content-Type", "application/json".into())],
+                    body: serde_json::Value::from(tree).to_string().into_bytes(),
+                    cut: false,
+                }
+            }
+        };
+    }
     if let Some(rest) = path.strip_prefix("/api/models/") {
         let Some((id, revision)) = rest.split_once("/revision/") else {
             return Answer::error(404, "EntryNotFound", "no such route");
@@ -273,7 +307,7 @@ fn route(state: &mut State, path: &str, headers: &BTreeMap<String, String>) -> A
     };
     let commit = rev.commit.clone();
     let etag = hex(&Sha256::digest(bytes));
-    let probe = end == start && start == 0 && headers.contains_key("range");
+    let probe = head_only || (end == start && start == 0 && headers.contains_key("range"));
     let mut cut = false;
     if !probe {
         *state.downloads.entry(file.to_string()).or_default() += 1;
