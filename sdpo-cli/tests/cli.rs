@@ -610,24 +610,34 @@ fn sdpo_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("the sdpo binary runs")
 }
 
-#[test]
-fn hub_ids_train_generate_and_work_offline_against_a_local_hub() {
-    use sdpo_models::hub::FixtureHub;
-    // Two repos on a local Hub: a model folder (the tiny GGUF fixture exported) and a repo
-    // of GGUF files.
-    let gguf = workspace_root().join("sdpo-models/src/gguf/testdata/tiny_llama.f32.gguf");
-    let tmp = tempfile::tempdir().unwrap();
-    let folder = tmp.path().join("repo");
+/// The tiny Llama GGUF fixture of sdpo-models.
+fn tiny_gguf() -> PathBuf {
+    workspace_root().join("sdpo-models/src/gguf/testdata/tiny_llama.f32.gguf")
+}
+
+/// A local Hub serving the tiny GGUF fixture, exported to a model folder in `tmp`, as `id`.
+fn tiny_model_on_a_local_hub(tmp: &Path, id: &str) -> sdpo_models::hub::FixtureHub {
+    let folder = tmp.join("repo");
     ok(sdpo(&[
         "export",
-        gguf.to_str().unwrap(),
+        tiny_gguf().to_str().unwrap(),
         folder.to_str().unwrap(),
     ]));
+    let hub = sdpo_models::hub::FixtureHub::start().unwrap();
+    hub.add_repo(id, "main", &folder).unwrap();
+    hub
+}
+
+#[test]
+fn hub_ids_train_generate_and_work_offline_against_a_local_hub() {
+    // Two repos on a local Hub: a model folder (the tiny GGUF fixture exported) and a repo
+    // of GGUF files.
+    let gguf = tiny_gguf();
+    let tmp = tempfile::tempdir().unwrap();
+    let hub = tiny_model_on_a_local_hub(tmp.path(), "tiny/llama");
     let gguf_repo = tmp.path().join("gguf-repo");
     std::fs::create_dir_all(&gguf_repo).unwrap();
     std::fs::copy(&gguf, gguf_repo.join("tiny.gguf")).unwrap();
-    let hub = FixtureHub::start().unwrap();
-    hub.add_repo("tiny/llama", "main", &folder).unwrap();
     hub.add_repo("tiny/llama-GGUF", "main", &gguf_repo).unwrap();
     let endpoint = hub.endpoint();
     let home = tmp.path().join("hf-home");
@@ -763,7 +773,7 @@ fn hub_ids_train_generate_and_work_offline_against_a_local_hub() {
 fn a_verl_parquet_dataset_trains_and_evaluates_as_is() {
     // verl's schema (chat-message prompts, reward_model.ground_truth), written by
     // scripts/make_dataset_fixtures.py; no column mapping needed.
-    let gguf = workspace_root().join("sdpo-models/src/gguf/testdata/tiny_llama.f32.gguf");
+    let gguf = tiny_gguf();
     let datasets = workspace_root().join("sdpo-train/tests/data/datasets");
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("run.ron");
@@ -828,18 +838,9 @@ fn a_verl_parquet_dataset_trains_and_evaluates_as_is() {
 fn the_readme_hub_and_verl_config_trains_against_a_local_hub() {
     // README's "Coming from TRL or verl": HF_ENDPOINT at a mirror (here the fixture Hub
     // serving the tiny model under the config's id) and verl's parquet files.
-    let gguf = workspace_root().join("sdpo-models/src/gguf/testdata/tiny_llama.f32.gguf");
     let datasets = workspace_root().join("sdpo-train/tests/data/datasets");
     let tmp = tempfile::tempdir().unwrap();
-    let folder = tmp.path().join("repo");
-    ok(sdpo(&[
-        "export",
-        gguf.to_str().unwrap(),
-        folder.to_str().unwrap(),
-    ]));
-    let hub = sdpo_models::hub::FixtureHub::start().unwrap();
-    hub.add_repo("Qwen/Qwen2.5-0.5B-Instruct", "main", &folder)
-        .unwrap();
+    let hub = tiny_model_on_a_local_hub(tmp.path(), "Qwen/Qwen2.5-0.5B-Instruct");
     let endpoint = hub.endpoint();
     let home = tmp.path().join("hf-home");
     let env = [

@@ -300,15 +300,22 @@ fn an_unreachable_endpoint_is_a_clear_error() {
 /// Not a test: serves folder `HUB_FIXTURE_DIR` as repo `HUB_FIXTURE_REPO` for
 /// `HUB_FIXTURE_SECS` seconds, writing the endpoint to `HUB_FIXTURE_ENDPOINT_FILE`, for
 /// `scripts/check_hub_cache_python.sh` (Python's `huggingface_hub` against the same server
-/// and cache).
+/// and cache) and for trying the failure cases by hand: `HUB_FIXTURE_TOKEN` makes the repo
+/// gated, `HUB_FIXTURE_BREAK=FILE` breaks every download of that file midway.
 #[test]
 #[ignore = "a server for scripts/check_hub_cache_python.sh"]
 fn serve_a_folder_for_the_python_cache_check() {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("set {name}"));
     let hub = FixtureHub::start().unwrap();
     let dir = PathBuf::from(var("HUB_FIXTURE_DIR"));
-    hub.add_repo(&var("HUB_FIXTURE_REPO"), "main", &dir)
-        .unwrap();
+    let repo = var("HUB_FIXTURE_REPO");
+    hub.add_repo(&repo, "main", &dir).unwrap();
+    if let Ok(token) = std::env::var("HUB_FIXTURE_TOKEN") {
+        hub.require_token(&repo, &token);
+    }
+    if let Ok(file) = std::env::var("HUB_FIXTURE_BREAK") {
+        hub.break_downloads(&file, usize::MAX);
+    }
     std::fs::write(var("HUB_FIXTURE_ENDPOINT_FILE"), hub.endpoint()).unwrap();
     let secs: u64 = var("HUB_FIXTURE_SECS").parse().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(secs));
