@@ -45,6 +45,9 @@ def main():
     pq.write_table(pa.Table.from_pylist(train), os.path.join(OUT, "verl_train.parquet"))
     pq.write_table(pa.Table.from_pylist(test), os.path.join(OUT, "verl_test.parquet"), compression="zstd")
 
+    # No rows (an empty shard of a split).
+    pq.write_table(pa.Table.from_pylist(train).slice(0, 0), os.path.join(OUT, "verl_empty.parquet"))
+
     # Flat columns under other names (the column mapping picks them).
     flat = [{"question": f"{a}*{b}=", "solution": a * b, "hint": "multiply"} for a in range(1, 4) for b in range(2, 4)]
     pq.write_table(pa.Table.from_pylist(flat), os.path.join(OUT, "flat.parquet"), compression="gzip")

@@ -242,29 +242,37 @@ impl Dataset {
         split: &str,
     ) -> Result<Self, DatasetError> {
         let path = path.as_ref();
-        if path.is_dir() {
-            let mut rows = Vec::new();
-            for file in columnar::split_files(path, split)? {
-                rows.extend(Self::open_file(&file, columns)?.rows);
-            }
-            return Ok(Self { rows });
+        if !path.is_dir() {
+            return Self::open_file(path, columns);
         }
-        Self::open_file(path, columns)
+        // A split may have empty shards; only the split as a whole must have rows.
+        let mut rows = Vec::new();
+        for file in columnar::split_files(path, split)? {
+            rows.extend(Self::columnar_rows(&file, columns)?);
+        }
+        Self::non_empty(rows, path)
     }
 
     fn open_file(path: &Path, columns: &Columns) -> Result<Self, DatasetError> {
-        let records = match path.extension().and_then(|e| e.to_str()) {
-            Some("parquet") => columnar::read_parquet(path)?,
-            Some("arrow") => columnar::read_arrow(path)?,
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("parquet" | "arrow") => Self::non_empty(Self::columnar_rows(path, columns)?, path),
             _ => {
                 let file = File::open(path).map_err(|source| DatasetError::Io {
                     path: path.to_path_buf(),
                     source,
                 })?;
-                return Self::jsonl(BufReader::new(file), path, columns);
+                Self::jsonl(BufReader::new(file), path, columns)
             }
+        }
+    }
+
+    /// The rows of a parquet or Arrow file (possibly none).
+    fn columnar_rows(path: &Path, columns: &Columns) -> Result<Vec<Row>, DatasetError> {
+        let records = match path.extension().and_then(|e| e.to_str()) {
+            Some("arrow") => columnar::read_arrow(path)?,
+            _ => columnar::read_parquet(path)?,
         };
-        let rows = records
+        records
             .into_iter()
             .enumerate()
             .map(|(row, record)| {
@@ -276,10 +284,14 @@ impl Dataset {
                     problem,
                 })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect()
+    }
+
+    /// `rows` as a dataset, or [`DatasetError::NoRows`] naming `source`.
+    fn non_empty(rows: Vec<Row>, source: &Path) -> Result<Self, DatasetError> {
         if rows.is_empty() {
             return Err(DatasetError::NoRows {
-                source_name: format!("`{}`", path.display()),
+                source_name: format!("`{}`", source.display()),
             });
         }
         Ok(Self { rows })
@@ -313,12 +325,7 @@ impl Dataset {
                 .map_err(|problem| DatasetError::Row { at: at(), problem })?;
             rows.push(row);
         }
-        if rows.is_empty() {
-            return Err(DatasetError::NoRows {
-                source_name: format!("`{}`", path.display()),
-            });
-        }
-        Ok(Self { rows })
+        Self::non_empty(rows, path)
     }
 
     /// A dataset from rows built in code (built-in tasks); checks each prompt.

@@ -121,6 +121,19 @@ fn bad_files_and_rows_name_the_file_row_and_column() {
         assert!(matches!(err, DatasetError::Format { .. }), "{err}");
         assert!(err.to_string().contains(name), "{err}");
     }
+    // An empty shard is fine in a split that has rows; alone it is an error.
+    let shards = dir.path().join("shards/data");
+    std::fs::create_dir_all(&shards).unwrap();
+    for (from, to) in [
+        ("verl_train.parquet", "train-00000-of-00002.parquet"),
+        ("verl_empty.parquet", "train-00001-of-00002.parquet"),
+    ] {
+        std::fs::copy(data(from), shards.join(to)).unwrap();
+    }
+    let d = Dataset::open(dir.path().join("shards"), &Columns::default(), "train").unwrap();
+    assert_eq!(d.len(), 9);
+    let err = open("verl_empty.parquet", "train").unwrap_err();
+    assert!(matches!(err, DatasetError::NoRows { .. }), "{err}");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let err = Dataset::open(&empty, &Columns::default(), "train")
